@@ -1,0 +1,3 @@
+"""Shared fixtures: fd-pair factories, origins, leak checks."""
+
+# --- HTTP origins (nginx, fault-injecting origin) ---
