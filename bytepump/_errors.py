@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 
 class Timeout(TimeoutError):
     """A side of the transfer was idle for longer than the timeout."""
@@ -49,11 +47,11 @@ def annotate(exc: BaseException, transferred: int) -> BaseException:
 
 
 __all__ = [
-    "Timeout",
-    "UpstreamTimeout",
     "DownstreamTimeout",
-    "SpliceUnsupported",
-    "ProtocolError",
     "HTTPStatusError",
     "IncompleteBody",
+    "ProtocolError",
+    "SpliceUnsupported",
+    "Timeout",
+    "UpstreamTimeout",
 ]
