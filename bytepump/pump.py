@@ -14,6 +14,14 @@ def _check_non_negative(**values: float | None) -> None:
             raise ValueError(f"{name} must not be negative, got {value!r}")
 
 
+def _check_int(**values: int | None) -> None:
+    for name, value in values.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int)
+        ):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+
+
 class Transfer:
     """A checked pair of endpoints and the §1 rules around moving bytes.
 
@@ -30,6 +38,7 @@ class Transfer:
         offset: int | None,
         on_progress: ProgressCallback,
     ) -> None:
+        _check_int(count=count, offset=offset)
         _check_non_negative(timeout=timeout, count=count, offset=offset)
         self.src = Endpoint(src, "src")
         self.dst = Endpoint(dst, "dst")
