@@ -130,13 +130,16 @@ class SourcePosition:
     def settle(self, delivered: int) -> None:
         """Leave the source just past the last delivered byte.
 
-        Unchanged when nothing was delivered; the raw position is restored
-        then, in case a user-space copy read ahead.
+        The raw position is first put back where it was, in case a
+        user-space copy read ahead: a Python file object trusts its cached
+        raw position when it seeks within its buffer. Unchanged when
+        nothing was delivered.
         """
         fd, obj = self._endpoint.fd, self._endpoint.obj
+        os.lseek(fd, self._original, os.SEEK_SET)
         if not delivered:
-            os.lseek(fd, self._original, os.SEEK_SET)
-        elif obj is not None and hasattr(obj, "seek"):
+            return
+        if obj is not None and hasattr(obj, "seek"):
             obj.seek(self.start + delivered)
         else:
             os.lseek(fd, self.start + delivered, os.SEEK_SET)
