@@ -1,8 +1,12 @@
 """bytepump: move bytes between file descriptors with Linux splice(2).
 
 The data never enters the Python VM: no ``bytes`` objects, no garbage
-collection, no user-space copy. See ``splice_to``.
+collection, no user-space copy. See ``splice_to``, and ``splice_from`` for
+edge includes; ``bytepump.aio`` has the asyncio versions.
 """
+
+import importlib
+from typing import Any
 
 from ._errors import (
     DownstreamTimeout,
@@ -13,6 +17,8 @@ from ._errors import (
     Timeout,
     UpstreamTimeout,
 )
+from ._http1 import ResponseHead
+from .edge import skip_headers, splice_from
 from .pump import splice_to
 
 __version__ = "0.1.0"
@@ -22,9 +28,20 @@ __all__ = [
     "HTTPStatusError",
     "IncompleteBody",
     "ProtocolError",
+    "ResponseHead",
     "SpliceUnsupported",
     "Timeout",
     "UpstreamTimeout",
     "__version__",
+    "skip_headers",
+    "splice_from",
     "splice_to",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # bytepump.aio works after a plain ``import bytepump`` without making
+    # every user pay for importing asyncio.
+    if name == "aio":
+        return importlib.import_module(".aio", __name__)
+    raise AttributeError(f"module 'bytepump' has no attribute {name!r}")

@@ -44,14 +44,3 @@ def annotate(exc: BaseException, transferred: int) -> BaseException:
     """Attach the number of bytes delivered so far to ``exc`` and return it."""
     exc.transferred = transferred  # type: ignore[attr-defined]
     return exc
-
-
-__all__ = [
-    "DownstreamTimeout",
-    "HTTPStatusError",
-    "IncompleteBody",
-    "ProtocolError",
-    "SpliceUnsupported",
-    "Timeout",
-    "UpstreamTimeout",
-]

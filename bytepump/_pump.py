@@ -16,7 +16,7 @@ import errno
 import io
 import os
 import sys
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from . import _libc
 from ._endpoint import FILE, PIPE, SOCKET, Endpoint
@@ -35,21 +35,28 @@ _NONBLOCK = _libc.SPLICE_F_NONBLOCK
 _AGAIN = _libc.AGAIN
 
 
+class Job(NamedTuple):
+    """What a pump is asked to move."""
+
+    src: Endpoint
+    dst: Endpoint
+    count: int | None
+    on_progress: ProgressCallback
+    start: int | None
+    """Where a regular-file source is read from; ``None`` for other kinds."""
+
+
 class _Pump:
     """What both pumps share: the byte accounting and the waits they can ask."""
 
-    def __init__(
-        self,
-        src: Endpoint,
-        dst: Endpoint,
-        count: int | None,
-        on_progress: ProgressCallback,
-    ) -> None:
+    def __init__(self, job: Job) -> None:
         self.transferred = 0
-        self._remaining = _UNLIMITED if count is None else count
-        self._on_progress = on_progress
-        self._src_in = (Wait(src.fd, READ, UpstreamTimeout, "source"),)
-        self._dst_out = (Wait(dst.fd, WRITE, DownstreamTimeout, "destination"),)
+        self._src = job.src
+        self._dst = job.dst
+        self._remaining = _UNLIMITED if job.count is None else job.count
+        self._on_progress = job.on_progress
+        self._src_in = (Wait(job.src.fd, READ, UpstreamTimeout, "source"),)
+        self._dst_out = (Wait(job.dst.fd, WRITE, DownstreamTimeout, "destination"),)
 
     def _delivered(self, n: int) -> None:
         self.transferred += n
@@ -76,20 +83,11 @@ def _unsupported(what: str) -> SpliceUnsupported:
 class _SplicePump(_Pump):
     """Moves the data with splice(2); see :func:`splice_pump`."""
 
-    def __init__(
-        self,
-        src: Endpoint,
-        dst: Endpoint,
-        count: int | None,
-        on_progress: ProgressCallback,
-        start: int | None,
-    ) -> None:
-        super().__init__(src, dst, count, on_progress)
-        self._src = src
-        self._dst = dst
-        self._offset = None if start is None else _libc.Offset(start)
+    def __init__(self, job: Job) -> None:
+        super().__init__(job)
+        self._offset = None if job.start is None else _libc.Offset(job.start)
         self._in_pipe = 0
-        for end in (src, dst):
+        for end in (job.src, job.dst):
             if end.kind == SOCKET:
                 end.make_nonblocking()
 
@@ -103,8 +101,8 @@ class _SplicePump(_Pump):
 class _DirectPump(_SplicePump):
     """One side is a pipe: splice straight from source to destination."""
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self, job: Job) -> None:
+        super().__init__(job)
         # EAGAIN from a direct splice does not say which side is not ready.
         # A regular file always is; otherwise wait until the destination
         # has room, then until the source has data: each wait returns at
@@ -140,8 +138,8 @@ class _DirectPump(_SplicePump):
 class _PipePump(_SplicePump):
     """Neither side is a pipe: go through an empty pipe from the pool."""
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self, job: Job) -> None:
+        super().__init__(job)
         self._pipe: Pipe | None = pool.acquire()
         if self._dst.kind != SOCKET:
             try:
@@ -204,25 +202,20 @@ class _PipePump(_SplicePump):
             pool.release(pipe, empty=not self._in_pipe)
 
 
-def splice_pump(
-    src: Endpoint,
-    dst: Endpoint,
-    count: int | None,
-    on_progress: ProgressCallback,
-    start: int | None,
-) -> _Pump:
+def splice_pump(job: Job) -> _Pump:
     """A pump that keeps the data in the kernel.
 
     Raises :class:`SpliceUnsupported` here, or from ``advance`` before the
     first byte, when the kernel will not splice the pair, so the caller can
     fall back with nothing lost.
     """
+    src, dst = job.src, job.dst
     if src.ssl or dst.ssl:
         raise _unsupported("a TLS socket's descriptor carries ciphertext")
     if dst.flags & os.O_APPEND:
         raise _unsupported("the kernel refuses an O_APPEND destination")
     pump = _DirectPump if PIPE in (src.kind, dst.kind) else _PipePump
-    return pump(src, dst, count, on_progress, start)
+    return pump(job)
 
 
 Call = Callable[[memoryview], object]
@@ -271,20 +264,14 @@ class CopyPump(_Pump):
     little per chunk, but the buffer itself is reused.
     """
 
-    def __init__(
-        self,
-        src: Endpoint,
-        dst: Endpoint,
-        count: int | None,
-        on_progress: ProgressCallback,
-        start: int | None,
-    ) -> None:
-        super().__init__(src, dst, count, on_progress)
+    def __init__(self, job: Job) -> None:
+        super().__init__(job)
+        src, dst = job.src, job.dst
         for end in (src, dst):
             if end.pollable:
                 end.make_nonblocking()
-        if start is not None:
-            os.lseek(src.fd, start, os.SEEK_SET)
+        if job.start is not None:
+            os.lseek(src.fd, job.start, os.SEEK_SET)
         try:
             self._buffer = _spare_buffers.pop()
         except IndexError:

@@ -14,7 +14,7 @@ from collections.abc import Generator
 
 from ._endpoint import FILE, Endpoint, FdLike, SourcePosition
 from ._errors import SpliceUnsupported, annotate
-from ._pump import CopyPump, ProgressCallback, _Pump, splice_pump
+from ._pump import CopyPump, Job, ProgressCallback, _Pump, splice_pump
 from ._waiters import Wait
 
 
@@ -35,8 +35,8 @@ def _check_int(**values: int | None) -> None:
 class Transfer:
     """A checked pair of endpoints and the §1 rules around moving bytes.
 
-    The drivers (this module's blocking one, ``bytepump.aio``'s) run
-    :meth:`pumps` and :meth:`finish` around their own waiting.
+    Constructing it checks the arguments, before any byte moves; the
+    drivers then run :func:`steps` on it.
     """
 
     def __init__(
@@ -47,6 +47,7 @@ class Transfer:
         count: int | None,
         offset: int | None,
         on_progress: ProgressCallback,
+        fallback: bool,
     ) -> None:
         _check_int(count=count, offset=offset)
         _check_non_negative(timeout=timeout, count=count, offset=offset)
@@ -59,6 +60,7 @@ class Transfer:
         self.count = count
         self.offset = offset
         self.on_progress = on_progress
+        self.fallback = fallback
         self.position: SourcePosition | None = None
 
     def start(self) -> None:
@@ -69,17 +71,9 @@ class Transfer:
         if self.src.kind == FILE:
             self.position = SourcePosition(self.src, self.offset)
 
-    def _pump(self, kind: type) -> _Pump:
+    def job(self) -> Job:
         start = None if self.position is None else self.position.start
-        return kind(self.src, self.dst, self.count, self.on_progress, start)
-
-    def splice_pump(self) -> _Pump:
-        """The zero-copy pump; raises :class:`SpliceUnsupported` if refused."""
-        return self._pump(splice_pump)
-
-    def copy_pump(self) -> _Pump:
-        """The user-space fallback."""
-        return self._pump(CopyPump)
+        return Job(self.src, self.dst, self.count, self.on_progress, start)
 
     def finish(self, transferred: int) -> None:
         """Settle the source position and restore the caller's flags."""
@@ -111,28 +105,19 @@ def _pump_steps(pump: _Pump) -> Steps:
         pump.close()
 
 
-def steps(
-    src: FdLike,
-    dst: FdLike,
-    timeout: float | None,
-    count: int | None,
-    offset: int | None,
-    on_progress: ProgressCallback,
-    fallback: bool,
-) -> Steps:
+def steps(transfer: Transfer) -> Steps:
     """The whole of ``splice_to`` but the waiting; returns bytes written."""
-    transfer = Transfer(src, dst, timeout, count, offset, on_progress)
-    if count == 0:
+    if transfer.count == 0:
         return 0
     transferred = 0
     try:
         transfer.start()
         try:
-            transferred = yield from _pump_steps(transfer.splice_pump())
+            transferred = yield from _pump_steps(splice_pump(transfer.job()))
         except SpliceUnsupported:
-            if not fallback:
+            if not transfer.fallback:
                 raise
-            transferred = yield from _pump_steps(transfer.copy_pump())
+            transferred = yield from _pump_steps(CopyPump(transfer.job()))
     except BaseException as exc:
         transferred = getattr(exc, "transferred", 0)
         annotate(exc, transferred)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._endpoint import FdLike
 from ._pump import ProgressCallback
-from ._transfer import steps
+from ._transfer import Transfer, steps
 from ._waiters import EpollWaiter
 
 
@@ -43,7 +43,7 @@ def splice_to(
     or ``offset`` on a non-seekable source, ``OSError`` (``EBADF``) for a
     closed descriptor and ``IsADirectoryError`` for a directory.
     """
-    run = steps(src, dst, timeout, count, offset, on_progress, fallback)
+    run = steps(Transfer(src, dst, timeout, count, offset, on_progress, fallback))
     waiter = EpollWaiter()
     try:
         wait = next(run)
