@@ -11,6 +11,7 @@ it; a waiter's exception is thrown back in so the same cleanup runs.
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import TypeVar
 
 from ._endpoint import FILE, Endpoint, FdLike, SourcePosition
 from ._errors import SpliceUnsupported, annotate
@@ -85,10 +86,12 @@ class Transfer:
             self.dst.restore()
 
 
-Steps = Generator[Wait, None, int]
+T = TypeVar("T")
+Steps = Generator[Wait, None, T]
+"""Work that yields each :class:`Wait` it needs done and returns a ``T``."""
 
 
-def _pump_steps(pump: _Pump) -> Steps:
+def _pump_steps(pump: _Pump) -> Steps[int]:
     try:
         while True:
             try:
@@ -105,7 +108,7 @@ def _pump_steps(pump: _Pump) -> Steps:
         pump.close()
 
 
-def steps(transfer: Transfer) -> Steps:
+def steps(transfer: Transfer) -> Steps[int]:
     """The whole of ``splice_to`` but the waiting; returns bytes written."""
     if transfer.count == 0:
         return 0

@@ -20,7 +20,7 @@ import asyncio
 
 from ._endpoint import FdLike
 from ._pump import ProgressCallback
-from ._transfer import Transfer, steps
+from ._transfer import Steps, T, Transfer, steps
 from ._waiters import READ, Wait, timeout_error
 
 __all__ = ["splice_to"]
@@ -62,8 +62,14 @@ async def splice_to(
     fallback: bool = True,
 ) -> int:
     """Await a copy from ``src`` to ``dst``; see :func:`bytepump.splice_to`."""
-    loop = asyncio.get_running_loop()
     run = steps(Transfer(src, dst, timeout, count, offset, on_progress, fallback))
+    return await drive(run, timeout)
+
+
+async def drive(run: Steps[T], timeout: float | None) -> T:
+    """Run ``run`` to its end, doing each wait it yields on the running loop;
+    see :func:`bytepump.pump.drive`."""
+    loop = asyncio.get_running_loop()
     try:
         wait = next(run)
         while True:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._endpoint import FdLike
 from ._pump import ProgressCallback
-from ._transfer import Transfer, steps
+from ._transfer import Steps, T, Transfer, steps
 from ._waiters import EpollWaiter
 
 
@@ -43,7 +43,18 @@ def splice_to(
     or ``offset`` on a non-seekable source, ``OSError`` (``EBADF``) for a
     closed descriptor and ``IsADirectoryError`` for a directory.
     """
-    run = steps(Transfer(src, dst, timeout, count, offset, on_progress, fallback))
+    return drive(
+        steps(Transfer(src, dst, timeout, count, offset, on_progress, fallback)),
+        timeout,
+    )
+
+
+def drive(run: Steps[T], timeout: float | None) -> T:
+    """Run ``run`` to its end, doing each wait it yields with epoll.
+
+    A wait that fails (a timeout, a signal's exception) is thrown back into
+    ``run`` so that its cleanup runs; ``run``'s return value is returned.
+    """
     waiter = EpollWaiter()
     try:
         wait = next(run)
