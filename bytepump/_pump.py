@@ -253,6 +253,10 @@ def _tls_call(
 
 
 _BUFFER_SIZE = 256 * 1024
+_TLS_RECORD = 16 * 1024
+"""Plaintext per TLS write: ``SSLSocket.send`` is all or nothing, so a
+record at a time is what lets a slow client's progress (and a correct
+``.transferred`` on a timeout) show."""
 _spare_buffers: list[bytearray] = []
 
 
@@ -284,7 +288,11 @@ class CopyPump(_Pump):
             reader = io.FileIO(src.fd, "rb", closefd=False)
             self._read = _fd_call(reader.readinto, self._src_in)
         if dst.ssl:
-            self._write = _tls_call(dst.obj.send, dst, DownstreamTimeout, "destination")
+            send = dst.obj.send
+            self._write = _tls_call(
+                lambda view: send(view[:_TLS_RECORD]), dst, DownstreamTimeout,
+                "destination",
+            )  # fmt: skip
         else:
             writer = io.FileIO(dst.fd, "wb", closefd=False)
             self._write = _fd_call(writer.write, self._dst_out)
