@@ -122,7 +122,7 @@ class _DirectPump(_SplicePump):
                     src, offset, dst, min(self._remaining, MAX_SPLICE), _NONBLOCK
                 )
             except OSError as exc:
-                if exc.errno != errno.EPIPE and self._src.kind != PIPE:
+                if exc.errno != errno.EPIPE and self._src.kind == SOCKET:
                     _upstream(exc)
                 self._check_refusal(exc)
                 raise
@@ -274,8 +274,6 @@ class CopyPump(_Pump):
         for end in (src, dst):
             if end.pollable:
                 end.make_nonblocking()
-        if job.start is not None:
-            os.lseek(src.fd, job.start, os.SEEK_SET)
         try:
             self._buffer = _spare_buffers.pop()
         except IndexError:

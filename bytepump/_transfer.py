@@ -120,6 +120,8 @@ def steps(transfer: Transfer) -> Steps[int]:
         except SpliceUnsupported:
             if not transfer.fallback:
                 raise
+            if transfer.position is not None:
+                transfer.position.read_ahead()
             transferred = yield from _pump_steps(CopyPump(transfer.job()))
     except BaseException as exc:
         transferred = getattr(exc, "transferred", 0)
