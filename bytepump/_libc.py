@@ -77,15 +77,6 @@ def _raise() -> NoReturn:
     raise OSError(code, os.strerror(code))
 
 
-def _moved(n: int) -> int:
-    # cffi saved errno when the call returned, so reading it here is safe.
-    if n >= 0:
-        return n
-    if ffi.errno == errno.EAGAIN:
-        return AGAIN
-    _raise()
-
-
 class Offset:
     """A file offset the kernel reads and advances (splice's ``off_in``)."""
 
@@ -107,12 +98,15 @@ def splice(
     Returns the bytes moved (0 at end of input) or :data:`AGAIN` when the
     call would block; raises ``OSError`` for any other failure.
     """
-    return _moved(
-        _lib.splice(
-            fd_in, ffi.NULL if off_in is None else off_in._ptr, fd_out, ffi.NULL,
-            length, flags,
-        )
+    n = _lib.splice(
+        fd_in, ffi.NULL if off_in is None else off_in._ptr, fd_out, ffi.NULL,
+        length, flags,
     )  # fmt: skip
+    if n >= 0:
+        return n
+    if ffi.errno == errno.EAGAIN:
+        return AGAIN
+    _raise()
 
 
 def pipe2(flags: int) -> tuple[int, int]:
