@@ -155,7 +155,13 @@ class Epoll:
         self._event.data.fd = fd
         op = _EPOLL_CTL_MOD if fd in self._registered else _EPOLL_CTL_ADD
         if _lib.epoll_ctl(self._epfd, op, fd, self._event) < 0:
-            _raise()
+            # ENOENT: the file once armed under this number was closed,
+            # which dropped its registration, and the number was reused (a
+            # reconnect); the new file is added afresh.
+            if op != _EPOLL_CTL_MOD or ffi.errno != errno.ENOENT:
+                _raise()
+            if _lib.epoll_ctl(self._epfd, _EPOLL_CTL_ADD, fd, self._event) < 0:
+                _raise()
         self._registered.add(fd)
 
     def wait(self, timeout_ms: int) -> bool:

@@ -102,6 +102,25 @@ def test_epoll_waits_for_the_armed_descriptor_once():
         os.close(w)
 
 
+def test_epoll_arms_a_reused_descriptor_number():
+    r, w = os.pipe()
+    epoll = _libc.Epoll()
+    try:
+        epoll.arm(r, _libc.EPOLLIN)
+        os.close(r)  # drops the registration ...
+        r2, w2 = os.pipe()
+        if r2 != r:  # ... and a new file takes the number
+            os.dup2(r2, r)
+            os.close(r2)
+        os.write(w2, b"x")
+        epoll.arm(r, _libc.EPOLLIN)
+        assert epoll.wait(1000)
+    finally:
+        epoll.close()
+        for fd in (r, w, w2):
+            os.close(fd)
+
+
 def test_epoll_refuses_a_regular_file(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"x")
