@@ -1,13 +1,16 @@
 """asyncio versions of the blocking calls (DESIGN.md §4).
 
-Same arguments and semantics as :func:`bytepump.splice_to`; waits go
+Same arguments and semantics as :func:`bytepump.splice_to`,
+:func:`bytepump.splice_from` and :func:`bytepump.skip_headers`: they run
+the very generators of waits the blocking calls run, but the waits go
 through the running loop's ``add_reader`` / ``add_writer`` instead of epoll,
 so they work under uvloop too. Cancellation raises ``CancelledError`` with
-``.transferred``, releases the pipe, restores the descriptors' flags and
-leaves a regular-file source just past the last byte delivered. (The
-``CancelledError`` with ``.transferred`` is the one the awaiting coroutine
-sees; asyncio before Python 3.11 raises a new one to whoever awaits the
-cancelled Task from outside, with the original as its ``__context__``.)
+``.transferred``, releases the pipe, closes the origin's socket, restores
+the descriptors' flags and leaves a regular-file source just past the last
+byte delivered. (The ``CancelledError`` with ``.transferred`` is the one
+the awaiting coroutine sees; asyncio before Python 3.11 raises a new one to
+whoever awaits the cancelled Task from outside, with the original as its
+``__context__``.)
 
 The descriptors must not be registered with the loop by someone else (an
 asyncio transport's socket) during the call: ``add_reader`` would replace
@@ -17,13 +20,20 @@ their callback.
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Collection
+from typing import Any
 
+from . import _http1
 from ._endpoint import FdLike
+from ._errors import annotate
+from ._http1 import HeaderPairs, ResponseHead
 from ._pump import ProgressCallback
 from ._transfer import Steps, T, Transfer, steps
 from ._waiters import READ, Wait, timeout_error
+from .edge import ACCEPTED, Fetch, skip_headers_steps
 
-__all__ = ["splice_to"]
+__all__ = ["skip_headers", "splice_from", "splice_to"]
 
 
 async def _ready(
@@ -64,6 +74,61 @@ async def splice_to(
     """Await a copy from ``src`` to ``dst``; see :func:`bytepump.splice_to`."""
     run = steps(Transfer(src, dst, timeout, count, offset, on_progress, fallback))
     return await drive(run, timeout)
+
+
+async def splice_from(
+    dst: Any,
+    url: str,
+    timeout: float | None = 60.0,
+    *,
+    offset: int = 0,
+    length: int | None = None,
+    headers: HeaderPairs | None = None,
+    on_progress: ProgressCallback = None,
+    retries: int = 3,
+    max_redirects: int = 5,
+) -> int:
+    """Await a GET of ``url`` spliced into ``dst``; see
+    :func:`bytepump.splice_from`.
+
+    The URL's host name is resolved on the loop (``loop.getaddrinfo``); a
+    redirect to another host name is looked up with a blocking
+    ``getaddrinfo`` (an IP address needs no lookup).
+    """
+    fetch = Fetch(
+        dst,
+        url,
+        timeout,
+        offset=offset,
+        length=length,
+        headers=headers,
+        on_progress=on_progress,
+        retries=retries,
+        max_redirects=max_redirects,
+    )
+    if fetch.connects:
+        host, port = fetch.origin.host, fetch.origin.port
+        loop = asyncio.get_running_loop()
+        try:
+            fetch.addresses[host, port] = await loop.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except BaseException as exc:  # gaierror, cancellation: nothing written
+            annotate(exc, 0)
+            raise
+    return await drive(fetch.steps(), timeout)
+
+
+async def skip_headers(
+    sock: socket.socket,
+    *,
+    max_size: int = _http1.MAX_HEAD,
+    timeout: float | None = 60.0,
+    expect: Collection[int] | None = ACCEPTED,
+) -> ResponseHead:
+    """Await an HTTP/1.x response head from ``sock``, and not one byte
+    more; see :func:`bytepump.skip_headers`."""
+    return await drive(skip_headers_steps(sock, max_size, timeout, expect), timeout)
 
 
 async def drive(run: Steps[T], timeout: float | None) -> T:

@@ -4,17 +4,19 @@
 the body for :func:`bytepump.splice_to`. :func:`splice_from` fetches a URL
 and splices the body into a descriptor, resuming a broken download where it
 stopped. The HTTP parsing lives, sans-IO, in :mod:`bytepump._http1`; this
-module does the socket work around it.
+module does the socket work around it, written once as generators that
+yield each :class:`~bytepump._waiters.Wait` they need (as
+:mod:`bytepump._transfer` does): :func:`bytepump.pump.drive` runs them here
+with epoll, :mod:`bytepump.aio` on the event loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
-import math
 import os
-import select
 import socket
 import sys
 import urllib.parse
@@ -30,14 +32,22 @@ from ._errors import (
     annotate,
 )
 from ._http1 import HeaderPairs, LineReader, Origin, ResponseHead
-from .pump import splice_to
+from ._transfer import Steps, T, Transfer, steps
+from ._waiters import READ, WRITE, Wait
+from .pump import drive
 
 ProgressCallback = Optional[Callable[[int], object]]
+Addresses = list[tuple[Any, ...]]
+"""What ``socket.getaddrinfo`` returns for a host and port."""
 
-_ACCEPTED = (200, 206)
+ACCEPTED = (200, 206)
+"""The statuses :func:`skip_headers` accepts unless told otherwise."""
 _REDIRECTS = frozenset([301, 302, 303, 307, 308])
 _CREDENTIALS = frozenset(["authorization", "cookie", "proxy-authorization"])
 _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+# A nonblocking connect() goes on in the background after these (POSIX says
+# so of EINTR too); the socket turns writable when it is done.
+_CONNECTING = frozenset([errno.EINPROGRESS, errno.EINTR])
 
 
 def _mark_upstream(exc: BaseException) -> BaseException:
@@ -53,6 +63,17 @@ def _is_upstream(exc: BaseException) -> bool:
     )
 
 
+@contextlib.contextmanager
+def _origin_side() -> Iterator[None]:
+    """Mark socket errors, timeouts of waits on the origin included, as the
+    origin's."""
+    try:
+        yield
+    except OSError as exc:
+        _mark_upstream(exc)
+        raise
+
+
 def _is_tls(sock: object) -> bool:
     ssl = sys.modules.get("ssl")
     return ssl is not None and isinstance(sock, ssl.SSLSocket)
@@ -63,23 +84,44 @@ def _check_timeout(timeout: float | None) -> None:
         raise ValueError(f"timeout must not be negative, got {timeout!r}")
 
 
+# --- nonblocking socket calls --------------------------------------------
+
+
+def _wanted(exc: OSError, events: int) -> int | None:
+    """The readiness a nonblocking call that raised ``exc`` waits for, or
+    ``None`` when ``exc`` is a real error. A TLS socket says which it needs
+    (a read may have to write, a handshake does both); a plain one would
+    block in the direction of the call, ``events``."""
+    if isinstance(exc, BlockingIOError):
+        return events
+    ssl = sys.modules.get("ssl")  # loaded if there is a TLS socket at all
+    if ssl is not None:
+        if isinstance(exc, ssl.SSLWantReadError):
+            return READ
+        if isinstance(exc, ssl.SSLWantWriteError):
+            return WRITE
+    return None
+
+
+def _retry(
+    fd: int, events: int, what: str, call: Callable[..., T], *args: Any
+) -> Steps[T]:
+    """``call(*args)`` on a nonblocking socket, waiting each time it would
+    block for the origin (``what``) to get ready; returns what it returns."""
+    while True:
+        try:
+            return call(*args)
+        except OSError as exc:
+            wanted = _wanted(exc, events)
+            if wanted is None:
+                raise
+        yield Wait(fd, wanted, UpstreamTimeout, what)
+
+
 # --- reading delimited units without over-reading ------------------------
 
 
-def _wait_readable(sock: socket.socket, timeout: float | None, what: str) -> None:
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    # Rounded up, as the core's waiter does: rounded down, a sub-millisecond
-    # remainder would become a zero-timeout spin. poll() itself resumes
-    # after a signal with the time that remains (PEP 475).
-    ms = None if timeout is None else math.ceil(timeout * 1000)
-    if not poller.poll(ms):
-        raise UpstreamTimeout(f"no {what} from the origin for {timeout} s")
-
-
-def _read_peeking(
-    sock: socket.socket, reader: LineReader, timeout: float | None
-) -> None:
+def _read_peeking(sock: socket.socket, reader: LineReader, what: str) -> Steps[None]:
     # Peek at what has arrived, let the reader say how much of it is the
     # unit, and take exactly that out of the socket: head and body arriving
     # in one segment are split at the blank line. Bytes peeked while the end
@@ -88,18 +130,14 @@ def _read_peeking(
     # only new bytes: no spinning over the same ones.
     #
     # A socket with a timeout would wait inside recv() itself, MSG_DONTWAIT
-    # or not, so it is polled first; any other socket is tried first.
-    try_first = sock.gettimeout() in (None, 0.0)
-    must_wait = not try_first
+    # or not, so it is waited for first; any other socket is tried first.
+    # The caller's blocking mode and timeout are never touched.
+    fd = sock.fileno()
+    wait_first = sock.gettimeout() not in (None, 0.0)
     while not reader.done:
-        if must_wait:
-            _wait_readable(sock, timeout, reader.what)
-        try:
-            data = sock.recv(reader.budget, _PEEK)
-        except BlockingIOError:
-            must_wait = True
-            continue
-        must_wait = not try_first
+        if wait_first:
+            yield Wait(fd, READ, UpstreamTimeout, what)
+        data = yield from _retry(fd, READ, what, sock.recv, reader.budget, _PEEK)
         if not data:
             raise _mark_upstream(reader.eof_error())
         _take(sock, reader.feed(data), reader)
@@ -114,23 +152,18 @@ def _take(sock: socket.socket, n: int, reader: LineReader) -> None:
         n -= taken
 
 
-def _read_tls(sock: Any, reader: LineReader, timeout: float | None) -> None:
+def _read_tls(sock: Any, reader: LineReader, what: str) -> Steps[None]:
     # A TLS socket cannot peek (the kernel holds ciphertext), so it is read
     # in pieces too small to pass the unit's end: reader.safe_size. They are
     # served from OpenSSL's buffer of the current record; the syscalls stay
-    # one per record, not one per byte.
-    import ssl
-
+    # one per record, not one per byte. Nonblocking for the duration, so
+    # that OpenSSL says what it waits for instead of waiting.
+    fd = sock.fileno()
     saved = sock.gettimeout()
-    sock.settimeout(timeout)
+    sock.settimeout(0.0)
     try:
         while not reader.done:
-            try:
-                data = sock.recv(reader.safe_size)
-            except (socket.timeout, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                raise UpstreamTimeout(
-                    f"no {reader.what} from the origin for {timeout} s"
-                ) from None
+            data = yield from _retry(fd, READ, what, sock.recv, reader.safe_size)
             if not data:
                 raise _mark_upstream(reader.eof_error())
             reader.feed(data)
@@ -138,18 +171,40 @@ def _read_tls(sock: Any, reader: LineReader, timeout: float | None) -> None:
         sock.settimeout(saved)
 
 
-def _read_unit(sock: Any, reader: LineReader, timeout: float | None) -> Any:
+def _read_unit(sock: Any, reader: LineReader, who: str) -> Steps[Any]:
     """Fill ``reader`` from ``sock`` without consuming a byte past its unit;
-    returns ``reader.result``. Socket errors are marked as the origin's."""
-    try:
+    returns ``reader.result``. Socket errors are marked as the origin's;
+    ``who`` names the origin in a timeout's message."""
+    what = f"{who} ({reader.what})"
+    with _origin_side():
         if _is_tls(sock):
-            _read_tls(sock, reader, timeout)
+            yield from _read_tls(sock, reader, what)
         else:
-            _read_peeking(sock, reader, timeout)
-    except OSError as exc:
-        _mark_upstream(exc)
-        raise
+            yield from _read_peeking(sock, reader, what)
     return reader.result
+
+
+def _read_head(
+    sock: Any, reader: _http1.HeadReader, expect: Collection[int] | None, who: str
+) -> Steps[ResponseHead]:
+    head = yield from _read_unit(sock, reader, who)
+    if expect is not None and head.status not in expect:
+        raise HTTPStatusError(
+            f"origin answered {head.status} {head.reason}", head.status, head
+        )
+    return head
+
+
+def skip_headers_steps(
+    sock: Any,
+    max_size: int,
+    timeout: float | None,
+    expect: Collection[int] | None,
+) -> Steps[ResponseHead]:
+    """:func:`skip_headers` as a generator of waits, for a driver to run
+    with ``timeout``; the arguments are checked now, not when it starts."""
+    _check_timeout(timeout)
+    return _read_head(sock, _http1.HeadReader(max_size), expect, "origin")
 
 
 def skip_headers(
@@ -157,7 +212,7 @@ def skip_headers(
     *,
     max_size: int = _http1.MAX_HEAD,
     timeout: float | None = 60.0,
-    expect: Collection[int] | None = _ACCEPTED,
+    expect: Collection[int] | None = ACCEPTED,
 ) -> ResponseHead:
     """Read an HTTP/1.x response head from ``sock``, and not one byte more.
 
@@ -173,16 +228,10 @@ def skip_headers(
     ``HTTPStatusError`` when the status is not in ``expect`` (``None``
     accepts any). The socket's blocking mode and timeout are left as found.
     """
-    _check_timeout(timeout)
-    head = _read_unit(sock, _http1.HeadReader(max_size), timeout)
-    if expect is not None and head.status not in expect:
-        raise HTTPStatusError(
-            f"origin answered {head.status} {head.reason}", head.status, head
-        )
-    return head
+    return drive(skip_headers_steps(sock, max_size, timeout, expect), timeout)
 
 
-# --- splice_from ---------------------------------------------------------
+# --- connecting ----------------------------------------------------------
 
 
 @functools.cache
@@ -203,39 +252,68 @@ def _tls_context() -> Any:
     return ssl.create_default_context()
 
 
-@contextlib.contextmanager
-def _origin_side(what: str, timeout: float | None) -> Iterator[None]:
-    """Mark socket errors as the origin's; a socket timeout (or a connect
-    that would have to wait, with ``timeout=0``) becomes UpstreamTimeout."""
-    try:
-        yield
-    except UpstreamTimeout as exc:  # before socket.timeout: a subclass on 3.10+
-        _mark_upstream(exc)
-        raise
-    except (socket.timeout, BlockingIOError):
-        raise _mark_upstream(
-            UpstreamTimeout(f"{what} took more than {timeout} s")
-        ) from None
-    except OSError as exc:
-        _mark_upstream(exc)
-        raise
+def _connected(sock: socket.socket, address: Any, what: str) -> Steps[None]:
+    """Connect the nonblocking ``sock`` to ``address``; OSError if refused."""
+    err = sock.connect_ex(address)
+    if err in _CONNECTING:
+        yield Wait(sock.fileno(), WRITE, UpstreamTimeout, what)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
 
 
-def _connect(origin: Origin, request: bytes, timeout: float | None) -> Any:
-    """A socket to ``origin`` (TLS for https) that has sent ``request`` and
-    is now nonblocking, so a peek never waits inside ``recv``."""
-    with _origin_side(f"connecting to {origin.authority}", timeout):
-        sock = socket.create_connection((origin.host, origin.port), timeout)
-    try:
-        with _origin_side(f"talking to {origin.authority}", timeout):
+def _connect_any(addresses: Addresses, what: str) -> Steps[socket.socket]:
+    """A nonblocking socket connected to the first of ``addresses`` that
+    accepts, tried in turn as ``socket.create_connection`` does; if none
+    does, the last one's error (a timeout too) is raised."""
+    error = OSError(f"no address to connect to for {what}")
+    for family, kind, proto, _, address in addresses:
+        sock = None
+        try:
+            sock = socket.socket(family, kind, proto)  # EAFNOSUPPORT: next one
+            sock.setblocking(False)
+            yield from _connected(sock, address, what)
+            return sock
+        except BaseException as exc:
+            if sock is not None:
+                sock.close()
+            if not isinstance(exc, OSError):
+                raise
+            error = exc
+    raise error
+
+
+def _send_all(sock: Any, data: bytes, what: str) -> Steps[None]:
+    view = memoryview(data)
+    while view:
+        # After SSLWantWriteError a TLS socket is given the same bytes again.
+        sent = yield from _retry(sock.fileno(), WRITE, what, sock.send, view)
+        view = view[sent:]
+
+
+def _connect(origin: Origin, addresses: Addresses, request: bytes) -> Steps[Any]:
+    """A socket to ``origin`` (TLS for https) that has sent ``request``, and
+    is nonblocking, so a peek never waits inside ``recv``. Errors are marked
+    as the origin's."""
+    who = f"origin {origin.authority}"
+    with _origin_side():
+        sock = yield from _connect_any(addresses, f"{who} (connecting)")
+        try:
             if origin.scheme == "https":
-                sock = _tls_context().wrap_socket(sock, server_hostname=origin.host)
-            sock.sendall(request)
-        sock.settimeout(0.0)
-    except BaseException:
-        sock.close()
-        raise
+                sock = _tls_context().wrap_socket(
+                    sock, server_hostname=origin.host, do_handshake_on_connect=False
+                )
+                yield from _retry(
+                    sock.fileno(), READ, f"{who} (TLS handshake)", sock.do_handshake
+                )
+            yield from _send_all(sock, request, f"{who} (request)")
+        except BaseException:
+            sock.close()
+            raise
     return sock
+
+
+# --- splice_from ---------------------------------------------------------
 
 
 def _check_dst(dst: Any) -> None:
@@ -261,34 +339,50 @@ def _check_count(name: str, value: int) -> None:
         raise ValueError(f"{name} must not be negative, got {value}")
 
 
-class _Fetch:
-    """One splice_from call: requests, redirects, resumes, byte accounting.
+class Fetch:
+    """One :func:`splice_from` call: requests, redirects, resumes, byte
+    accounting, as a generator of waits (:meth:`steps`).
 
-    ``delivered`` counts the bytes in ``dst``; the next byte it wants is
-    ``offset + delivered`` of the object, whichever connection brings it.
-    ``_pos`` is the object offset of the next body byte in the socket.
+    Constructing it checks every argument, before a name is resolved or a
+    connection made. ``delivered`` counts the bytes in ``dst``; the next
+    byte it wants is ``offset + delivered`` of the object, whichever
+    connection brings it. ``_pos`` is the object offset of the next body
+    byte in the socket.
     """
 
     def __init__(
         self,
         dst: Any,
         url: str,
-        origin: Origin,
-        fields: list[tuple[str, str]],
         timeout: float | None,
+        *,
         offset: int,
         length: int | None,
+        headers: HeaderPairs | None,
         on_progress: ProgressCallback,
+        retries: int,
+        max_redirects: int,
     ) -> None:
+        _check_count("offset", offset)
+        _check_count("retries", retries)
+        _check_count("max_redirects", max_redirects)
+        if length is not None:
+            _check_count("length", length)
+        _check_timeout(timeout)
+        self.origin = _http1.parse_url(url)
+        self.fields = _http1.check_headers(headers)
+        _check_dst(dst)
         self.dst = dst
         self.url = url
-        self.origin = origin
-        self.fields = fields
         self.timeout = timeout
         self.offset = offset
         self.end = None if length is None else offset + length
         self.on_progress = on_progress
-        self.redirects_left = 0
+        self.retries = retries
+        self.redirects_left = max_redirects
+        self.addresses: dict[tuple[str, int], Addresses] = {}
+        """``getaddrinfo`` results by (host, port), looked up once per call;
+        a driver may fill it in beforehand (bytepump.aio does, on the loop)."""
         self.delivered = 0
         self.started = False
         """Whether an accepted response's body has begun; only then is an
@@ -298,20 +392,28 @@ class _Fetch:
         self._pos = 0
         self._devnull = -1
 
-    def run(self, retries: int, max_redirects: int) -> int:
-        self.redirects_left = max_redirects
+    @property
+    def connects(self) -> bool:
+        """Whether :meth:`steps` will connect at all (not for ``length=0``)."""
+        return not self._window_full
+
+    def steps(self) -> Steps[int]:
+        """The whole call but the waiting; returns the bytes written to
+        ``dst``. Every exception carries ``.transferred``."""
+        if not self.connects:
+            return 0
         reconnections = 0
         try:
             while True:
                 try:
-                    self._attempt()
+                    yield from self._attempt()
                     return self.delivered
                 except Exception as exc:
                     if not (self.started and _is_upstream(exc)):
                         raise
-                    if reconnections == retries or self.validator is None:
+                    if reconnections == self.retries or self.validator is None:
                         raise IncompleteBody(
-                            self._incomplete(exc, retries), self.delivered
+                            self._incomplete(exc), self.delivered
                         ) from exc
                     reconnections += 1
         except BaseException as exc:
@@ -321,11 +423,11 @@ class _Fetch:
             if self._devnull >= 0:
                 os.close(self._devnull)
 
-    def _incomplete(self, exc: BaseException, retries: int) -> str:
+    def _incomplete(self, exc: BaseException) -> str:
         if self.validator is None:
             why = "the origin sent no ETag or Last-Modified to resume with"
         else:
-            why = f"{retries} retries"
+            why = f"{self.retries} retries"
         return (
             f"origin body broke off after {self.delivered} bytes were delivered "
             f"({type(exc).__name__}: {exc}); gave up: {why}"
@@ -335,15 +437,19 @@ class _Fetch:
     def _window_full(self) -> bool:
         return self.end is not None and self.offset + self.delivered >= self.end
 
-    def _attempt(self) -> None:
+    @property
+    def _who(self) -> str:
+        return f"origin {self.origin.authority}"
+
+    def _attempt(self) -> Steps[None]:
         want = self.offset + self.delivered
-        head, sock = self._request(want)
+        head, sock = yield from self._request(want)
         with sock:
             framing = self._accept(head, want)
             if framing.chunked:
-                self._chunked_body(sock)
+                yield from self._chunked_body(sock)
             else:
-                self._segment(sock, framing.length)
+                yield from self._segment(sock, framing.length)
 
     # -- requests and responses --
 
@@ -363,27 +469,42 @@ class _Fetch:
         theirs = {name.lower() for name, _ in self.fields}
         return [f for f in fields if f[0].lower() not in theirs] + self.fields
 
-    def _request(self, want: int) -> tuple[ResponseHead, Any]:
+    def _request(self, want: int) -> Steps[tuple[ResponseHead, Any]]:
         """GET the object (following redirects): the accepted 200/206 head
         and its socket, positioned at the first body byte."""
         while True:
             request = _http1.build_request(self.origin, self._request_fields(want))
-            sock = _connect(self.origin, request, self.timeout)
+            addresses = self._resolve(self.origin)
+            sock = yield from _connect(self.origin, addresses, request)
             try:
-                head = self._final_head(sock)
+                head = yield from self._final_head(sock)
             except BaseException:
                 sock.close()
                 raise
-            if head.status in _ACCEPTED:
+            if head.status in ACCEPTED:
                 return head, sock
             sock.close()
             self._follow(head)
 
-    def _final_head(self, sock: Any) -> ResponseHead:
+    def _resolve(self, origin: Origin) -> Addresses:
+        key = (origin.host, origin.port)
+        if key not in self.addresses:
+            # getaddrinfo blocks, here and under asyncio alike: there is no
+            # wait to yield for it. bytepump.aio resolves the URL's host on
+            # the loop beforehand, so only a redirect to another host name
+            # is looked up here (an IP address resolves without a lookup).
+            with _origin_side():
+                self.addresses[key] = socket.getaddrinfo(
+                    origin.host, origin.port, type=socket.SOCK_STREAM
+                )
+        return self.addresses[key]
+
+    def _final_head(self, sock: Any) -> Steps[ResponseHead]:
         # Interim 1xx responses (103 Early Hints, a stray 100) come before
         # the real one and are skipped; 101 would switch protocols.
         while True:
-            head = skip_headers(sock, timeout=self.timeout, expect=None)
+            reader = _http1.HeadReader()
+            head = yield from _read_head(sock, reader, None, self._who)
             if not 100 <= head.status < 200 or head.status == 101:
                 return head
 
@@ -457,16 +578,17 @@ class _Fetch:
 
     # -- bodies --
 
-    def _chunked_body(self, sock: Any) -> None:
+    def _chunked_body(self, sock: Any) -> Steps[None]:
         decoder = _http1.ChunkedDecoder()
         while not decoder.done and not self._window_full:
             if decoder.data_due:
-                decoder.data_moved(self._segment(sock, decoder.data_due))
+                moved = yield from self._segment(sock, decoder.data_due)
+                decoder.data_moved(moved)
             else:
-                _read_unit(sock, decoder.reader, self.timeout)
+                yield from _read_unit(sock, decoder.reader, self._who)
                 decoder.unit_read()
 
-    def _segment(self, sock: Any, size: int | None) -> int:
+    def _segment(self, sock: Any, size: int | None) -> Steps[int]:
         """Move the next ``size`` body bytes (``None``: until the origin
         closes): those before the wanted byte into /dev/null, the wanted
         ones into dst, stopping at the end of the wanted range. Returns how
@@ -476,7 +598,7 @@ class _Fetch:
         skip = self.offset + self.delivered - self._pos
         if skip > 0:
             count = skip if size is None else min(skip, size)
-            moved = splice_to(sock, self._null(), self.timeout, count=count)
+            moved = yield from self._splice(sock, self._null(), count, None)
             self._pos += moved
             if moved < count:
                 return self._ended(size, self._pos - start)
@@ -487,9 +609,7 @@ class _Fetch:
         if count == 0:
             return self._pos - start
         try:
-            moved = splice_to(
-                sock, self.dst, self.timeout, count=count, on_progress=self.on_progress
-            )
+            moved = yield from self._splice(sock, self.dst, count, self.on_progress)
         except BaseException as exc:
             self._delivered(getattr(exc, "transferred", 0))
             raise
@@ -497,6 +617,12 @@ class _Fetch:
         if count is None or moved < count:
             return self._ended(size, self._pos - start)
         return self._pos - start
+
+    def _splice(
+        self, sock: Any, dst: Any, count: int | None, on_progress: ProgressCallback
+    ) -> Steps[int]:
+        """``splice_to(sock, dst, ...)``, waits yielded to this call's driver."""
+        return steps(Transfer(sock, dst, self.timeout, count, None, on_progress, True))
 
     def _delivered(self, n: int) -> None:
         self.delivered += n
@@ -553,19 +679,18 @@ def splice_from(
     ``https://`` works through :mod:`ssl`, the body copied in user space
     (splicing a TLS socket would move ciphertext).
     """
-    _check_count("offset", offset)
-    _check_count("retries", retries)
-    _check_count("max_redirects", max_redirects)
-    if length is not None:
-        _check_count("length", length)
-    _check_timeout(timeout)
-    origin = _http1.parse_url(url)
-    fields = _http1.check_headers(headers)
-    _check_dst(dst)
-    if length == 0:
-        return 0
-    fetch = _Fetch(dst, url, origin, fields, timeout, offset, length, on_progress)
-    return fetch.run(retries, max_redirects)
+    fetch = Fetch(
+        dst,
+        url,
+        timeout,
+        offset=offset,
+        length=length,
+        headers=headers,
+        on_progress=on_progress,
+        retries=retries,
+        max_redirects=max_redirects,
+    )
+    return drive(fetch.steps(), timeout)
 
 
 __all__ = ["ResponseHead", "skip_headers", "splice_from"]
