@@ -95,7 +95,7 @@ class _SplicePump(_Pump):
         # EINVAL on the very first splice: the kernel will not splice this
         # file, and nothing has moved yet, so the caller may fall back.
         if exc.errno == errno.EINVAL and not self.transferred and not self._in_pipe:
-            raise _unsupported("the source does not splice") from exc
+            raise _unsupported("the kernel refused the first splice") from exc
 
 
 class _DirectPump(_SplicePump):
