@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import socket
 import stat
 import sys
 from typing import Any, Union
@@ -66,7 +67,10 @@ class Endpoint:
     def __init__(self, obj: FdLike, role: str) -> None:
         self.fd = _fileno(obj, role)
         self.obj = None if isinstance(obj, int) else obj
-        self.kind = _kind(os.fstat(self.fd).st_mode)
+        # A socket object needs no fstat to know its kind (a closed one has
+        # fd -1: the F_GETFL below still reports EBADF).
+        is_socket = isinstance(obj, socket.socket)
+        self.kind = SOCKET if is_socket else _kind(os.fstat(self.fd).st_mode)
         # A regular-file source's flags are never changed nor consulted (only
         # a destination's O_APPEND is): one syscall less per transfer.
         reads_file = role == "src" and self.kind == FILE

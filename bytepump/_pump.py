@@ -13,6 +13,7 @@ user-space fallback for the pairs splice cannot carry.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 import sys
@@ -55,8 +56,15 @@ class _Pump:
         self._dst = job.dst
         self._remaining = _UNLIMITED if job.count is None else job.count
         self._on_progress = job.on_progress
-        self._src_in = (Wait(job.src.fd, READ, UpstreamTimeout, "source"),)
-        self._dst_out = (Wait(job.dst.fd, WRITE, DownstreamTimeout, "destination"),)
+
+    # The waits are made on first need: most small transfers never wait.
+    @functools.cached_property
+    def _src_in(self) -> Waits:
+        return (Wait(self._src.fd, READ, UpstreamTimeout, "source"),)
+
+    @functools.cached_property
+    def _dst_out(self) -> Waits:
+        return (Wait(self._dst.fd, WRITE, DownstreamTimeout, "destination"),)
 
     def _delivered(self, n: int) -> None:
         self.transferred += n
@@ -101,18 +109,17 @@ class _SplicePump(_Pump):
 class _DirectPump(_SplicePump):
     """One side is a pipe: splice straight from source to destination."""
 
-    def __init__(self, job: Job) -> None:
-        super().__init__(job)
+    @functools.cached_property
+    def _stuck(self) -> Waits:
         # EAGAIN from a direct splice does not say which side is not ready.
         # A regular file always is; otherwise wait until the destination
         # has room, then until the source has data: each wait returns at
         # once when its side is ready, so this never spins.
         if not self._src.pollable:
-            self._stuck = self._dst_out
-        elif not self._dst.pollable:
-            self._stuck = self._src_in
-        else:
-            self._stuck = self._dst_out + self._src_in
+            return self._dst_out
+        if not self._dst.pollable:
+            return self._src_in
+        return self._dst_out + self._src_in
 
     def advance(self) -> Waits | None:
         src, dst, offset = self._src.fd, self._dst.fd, self._offset

@@ -19,18 +19,13 @@ from ._pump import CopyPump, Job, ProgressCallback, _Pump, splice_pump
 from ._waiters import Wait
 
 
-def _check_non_negative(**values: float | None) -> None:
-    for name, value in values.items():
-        if value is not None and value < 0:
-            raise ValueError(f"{name} must not be negative, got {value!r}")
-
-
-def _check_int(**values: int | None) -> None:
-    for name, value in values.items():
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int)
-        ):
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+def _check_count(name: str, value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {value!r}")
 
 
 class Transfer:
@@ -50,8 +45,10 @@ class Transfer:
         on_progress: ProgressCallback,
         fallback: bool,
     ) -> None:
-        _check_int(count=count, offset=offset)
-        _check_non_negative(timeout=timeout, count=count, offset=offset)
+        _check_count("count", count)
+        _check_count("offset", offset)
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must not be negative, got {timeout!r}")
         self.src = Endpoint(src, "src")
         self.dst = Endpoint(dst, "dst")
         if self.src.fd == self.dst.fd:
