@@ -20,6 +20,7 @@ from ._errors import (
 from ._http1 import ResponseHead
 from .edge import skip_headers, splice_from
 from .pump import splice_to
+from .zipstream import ZipStreamer
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,7 @@ __all__ = [
     "SpliceUnsupported",
     "Timeout",
     "UpstreamTimeout",
+    "ZipStreamer",
     "__version__",
     "skip_headers",
     "splice_from",

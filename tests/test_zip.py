@@ -1,0 +1,357 @@
+"""The sans-IO zip records (bytepump._zip), and Zip64 at its thresholds.
+
+Records are parsed back with struct, whole archives built from them are read
+by zipfile, and hypothesis varies names, sizes and dates. Zip64 sizes and
+offsets are reached without writing gigabytes: through simulate_write on
+/dev/null, and in a sparse file whose data region is a hole.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import shutil
+import struct
+import subprocess
+import zipfile
+import zlib
+
+import pytest
+from conftest import WAIT
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from bytepump import ZipStreamer, _zip
+
+MAX_32 = 0xFFFFFFFF
+GIB = 1 << 30
+WHEN = datetime.datetime(2024, 2, 29, 13, 37, 42)
+UNZIP = shutil.which("unzip") or "/usr/bin/unzip"
+
+LOCAL = struct.Struct("<IHHHHHIIIHH")
+CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
+EOCD = struct.Struct("<IHHHHIIH")
+ZIP64_EOCD = struct.Struct("<IQHHIIQQQQ")
+ZIP64_LOCATOR = struct.Struct("<IIQI")
+
+
+def entry(name: str = "a.txt", size: int = 5, crc: int = 0x1234, offset: int = 0):
+    return _zip.make_entry(name, size, crc, WHEN, offset)
+
+
+def zip64_values(extra: bytes) -> list[int]:
+    """The 64-bit values of a Zip64 extra field that is the whole ``extra``."""
+    if not extra:
+        return []
+    tag, length = struct.unpack_from("<HH", extra)
+    assert tag == 1
+    assert length == len(extra) - 4
+    assert length % 8 == 0
+    return list(struct.unpack_from(f"<{length // 8}Q", extra, 4))
+
+
+def parse_local(record: bytes) -> tuple[tuple, bytes, bytes]:
+    fields = LOCAL.unpack_from(record)
+    name_len, extra_len = fields[9], fields[10]
+    assert len(record) == LOCAL.size + name_len + extra_len
+    name = record[LOCAL.size : LOCAL.size + name_len]
+    return fields, name, record[LOCAL.size + name_len :]
+
+
+def parse_central(record: bytes) -> tuple[tuple, bytes, bytes]:
+    fields = CENTRAL.unpack_from(record)
+    name_len, extra_len, comment_len = fields[10], fields[11], fields[12]
+    assert comment_len == 0
+    assert len(record) == CENTRAL.size + name_len + extra_len
+    name = record[CENTRAL.size : CENTRAL.size + name_len]
+    return fields, name, record[CENTRAL.size + name_len :]
+
+
+def build(files: list[tuple[str, bytes, datetime.datetime]]) -> bytes:
+    """A whole archive made from the record builders alone."""
+    out = bytearray()
+    entries = []
+    for name, data, when in files:
+        made = _zip.make_entry(name, len(data), zlib.crc32(data), when, len(out))
+        entries.append(made)
+        out += _zip.local_header(made) + data
+    cd_offset = len(out)
+    for made in entries:
+        out += _zip.central_header(made)
+    out += _zip.end_records(len(entries), cd_offset, len(out) - cd_offset)
+    return bytes(out)
+
+
+def unzip(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [UNZIP, *args], capture_output=True, text=True, timeout=WAIT, check=False
+    )
+
+
+# --- names and dates ---
+
+
+def test_name_is_utf8():
+    assert _zip.encode_name("dir/é 😀.txt") == "dir/é 😀.txt".encode()
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("", ValueError),
+        ("a\0b", ValueError),
+        ("\udcff", ValueError),
+        ("x" * 65536, ValueError),
+        (b"a.txt", TypeError),
+    ],
+)
+def test_bad_names(name, error):
+    with pytest.raises(error):
+        _zip.encode_name(name)
+
+
+def test_longest_name():
+    assert len(_zip.encode_name("é" * 32767)) == 65534
+
+
+def test_dos_datetime_known_value():
+    time, date = _zip.dos_datetime(WHEN)
+    assert time == (13 << 11) | (37 << 5) | 21
+    assert date == (44 << 9) | (2 << 5) | 29
+
+
+def test_dos_datetime_clamps_and_ignores_zone():
+    assert _zip.dos_datetime(datetime.datetime(1970, 1, 1)) == (0, (1 << 5) | 1)
+    last = _zip.dos_datetime(datetime.datetime(2200, 1, 1))
+    assert last == _zip.dos_datetime(datetime.datetime(2107, 12, 31, 23, 59, 59))
+    zoned = WHEN.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=5)))
+    assert _zip.dos_datetime(zoned) == _zip.dos_datetime(WHEN)
+    with pytest.raises(TypeError):
+        _zip.dos_datetime(datetime.date(2024, 1, 1))
+
+
+@given(st.datetimes(datetime.datetime(1980, 1, 1), datetime.datetime(2107, 12, 31)))
+def test_dos_datetime_round_trips(when):
+    time, date = _zip.dos_datetime(when)
+    assert 0 <= time <= 0xFFFF
+    assert 0 <= date <= 0xFFFF
+    back = (
+        (date >> 9) + 1980,
+        (date >> 5) & 15,
+        date & 31,
+        time >> 11,
+        (time >> 5) & 63,
+        (time & 31) * 2,
+    )
+    assert back == (*when.timetuple()[:5], when.second // 2 * 2)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("size", -1, ValueError),
+        ("size", 1 << 64, ValueError),
+        ("size", 1.0, TypeError),
+        ("size", True, TypeError),
+        ("crc", -1, ValueError),
+        ("crc", 1 << 32, ValueError),
+        ("offset", -1, ValueError),
+    ],
+)
+def test_bad_entry_fields(field, value, error):
+    args = {"size": 0, "crc": 0, "offset": 0, field: value}
+    with pytest.raises(error):
+        entry(**args)
+
+
+# --- records ---
+
+
+def test_local_header_classic():
+    made = entry("é.txt", 5, 0xDEADBEEF)
+    fields, name, extra = parse_local(_zip.local_header(made))
+    sig, version, flags, method, time, date, crc, csize, usize, _, _ = fields
+    assert sig == 0x04034B50
+    assert version == 10
+    assert flags == 1 << 11
+    assert method == 0
+    assert (time, date) == _zip.dos_datetime(WHEN)
+    assert (crc, csize, usize) == (0xDEADBEEF, 5, 5)
+    assert name == "é.txt".encode()
+    assert extra == b""
+
+
+@pytest.mark.parametrize("size", [MAX_32 - 1, MAX_32, 5 * GIB, (1 << 64) - 1])
+def test_local_header_zip64_threshold(size):
+    fields, _, extra = parse_local(_zip.local_header(entry(size=size)))
+    if size < MAX_32:
+        assert (fields[1], fields[7], fields[8], extra) == (10, size, size, b"")
+    else:
+        assert (fields[1], fields[7], fields[8]) == (45, MAX_32, MAX_32)
+        assert zip64_values(extra) == [size, size]  # both, in a local header
+
+
+@pytest.mark.parametrize("size", [0, MAX_32 - 1, MAX_32, 5 * GIB])
+@pytest.mark.parametrize("offset", [0, MAX_32 - 1, MAX_32, 6 * GIB])
+def test_central_header_zip64_fields(size, offset):
+    made = entry("b", size, 7, offset)
+    fields, name, extra = parse_central(_zip.central_header(made))
+    sig, made_by, version, flags, method = fields[:5]
+    assert sig == 0x02014B50
+    assert (flags, method, name) == (1 << 11, 0, b"b")
+    assert made_by >> 8 == 3  # Unix
+    assert fields[15] >> 16 == 0o100644
+    expected = []
+    if size >= MAX_32:
+        expected += [size, size]
+    if offset >= MAX_32:
+        expected.append(offset)
+    assert zip64_values(extra) == expected
+    assert version == (45 if expected else 10)
+    assert made_by & 0xFF == version
+    assert fields[7] == 7
+    assert fields[8] == fields[9] == min(size, MAX_32)
+    assert fields[16] == min(offset, MAX_32)
+
+
+@pytest.mark.parametrize(
+    ("count", "cd_offset", "cd_size", "zip64"),
+    [
+        (0, 0, 0, False),
+        (65534, MAX_32 - 1, MAX_32 - 1, False),
+        (65535, 10, 20, True),
+        (1, MAX_32, 46, True),
+        (1, 0, MAX_32, True),
+        (70000, 7 * GIB, 5 * GIB, True),
+    ],
+)
+def test_end_records(count, cd_offset, cd_size, zip64):
+    records = _zip.end_records(count, cd_offset, cd_size)
+    eocd = EOCD.unpack(records[-EOCD.size :])
+    assert eocd[0] == 0x06054B50
+    assert eocd[1:5] == (0, 0, min(count, 0xFFFF), min(count, 0xFFFF))
+    assert eocd[5:] == (min(cd_size, MAX_32), min(cd_offset, MAX_32), 0)
+    if not zip64:
+        assert len(records) == EOCD.size
+        return
+    assert len(records) == ZIP64_EOCD.size + ZIP64_LOCATOR.size + EOCD.size
+    record = ZIP64_EOCD.unpack_from(records)
+    assert record[0] == 0x06064B50
+    assert record[1] == ZIP64_EOCD.size - 12
+    assert record[4:] == (0, 0, count, count, cd_size, cd_offset)
+    locator = ZIP64_LOCATOR.unpack_from(records, ZIP64_EOCD.size)
+    assert locator == (0x07064B50, 0, cd_offset + cd_size, 1)
+
+
+# --- whole archives from the builders, read by zipfile ---
+
+names = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+    min_size=1,
+    max_size=40,
+).filter(lambda name: not name.endswith("/"))
+files = st.lists(
+    st.tuples(
+        names,
+        st.binary(max_size=300),
+        st.datetimes(datetime.datetime(1980, 1, 1), datetime.datetime(2107, 12, 31)),
+    ),
+    max_size=8,
+    unique_by=lambda file: file[0],
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(files)
+@example([("a", b"", WHEN)])
+@example([])
+def test_archives_read_back(files):
+    archive = zipfile.ZipFile(io.BytesIO(build(files)))
+    assert archive.testzip() is None
+    infos = archive.infolist()
+    assert [info.filename for info in infos] == [name for name, _, _ in files]
+    for info, (_, data, when) in zip(infos, files):
+        assert archive.read(info) == data
+        assert info.compress_type == zipfile.ZIP_STORED
+        assert info.date_time == (*when.timetuple()[:5], when.second // 2 * 2)
+        assert info.flag_bits & (1 << 11)
+
+
+def test_archive_from_builders_passes_unzip(tmp_path):
+    path = tmp_path / "built.zip"
+    path.write_bytes(build([("é.txt", b"hello", WHEN), ("z", b"", WHEN)]))
+    result = unzip("-t", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Zip64 thresholds through the streamer ---
+
+
+def test_big_sizes_on_devnull():
+    """Declared sizes past 4 GiB cost nothing when the data is simulated."""
+    with open(os.devnull, "wb") as sink:
+        with ZipStreamer(sink) as streamer:
+            streamer.add_stored_entry("big", 5 * GIB, 0)
+            streamer.simulate_write(5 * GIB)
+            streamer.add_stored_entry("after", 3, 0)
+            streamer.simulate_write(3)
+        total = streamer.close()
+    local = 2 * LOCAL.size + len("big") + 20 + len("after")
+    central = 2 * CENTRAL.size + len("big") + 20 + len("after") + 12
+    ends = ZIP64_EOCD.size + ZIP64_LOCATOR.size + EOCD.size
+    assert total == local + 5 * GIB + 3 + central + ends
+
+
+def test_zip64_archive_in_a_sparse_file(tmp_path):
+    """A 5 GiB entry whose data is a hole, then a real entry past 4 GiB: the
+    local header's and the central directory's Zip64 fields and the Zip64
+    end records, as zipfile and unzip read them."""
+    path = tmp_path / "sparse.zip"
+    big = 5 * GIB
+    with open(path, "wb", buffering=0) as dst:
+        streamer = ZipStreamer(dst)
+        streamer.add_stored_entry("big.bin", big, 0, modified=WHEN)
+        os.lseek(dst.fileno(), big, os.SEEK_CUR)  # the data: a hole
+        streamer.simulate_write(big)
+        streamer.add_stored_entry("small.txt", 5, zlib.crc32(b"hello"))
+        os.write(dst.fileno(), b"hello")
+        streamer.simulate_write(5)
+        total = streamer.close()
+    assert os.path.getsize(path) == total
+    with zipfile.ZipFile(path) as archive:
+        big_info, small_info = archive.infolist()
+        assert (big_info.filename, big_info.file_size) == ("big.bin", big)
+        assert big_info.date_time == (2024, 2, 29, 13, 37, 42)
+        assert small_info.header_offset > MAX_32
+        assert archive.read("small.txt") == b"hello"
+    with open(path, "rb") as f:
+        _, name, extra = parse_local(f.read(LOCAL.size + len("big.bin") + 20))
+    assert (name, zip64_values(extra)) == (b"big.bin", [big, big])
+    listing = unzip("-l", str(path))
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    assert f"{big}" in listing.stdout
+    # Not big.bin: reading its 5 GiB hole takes unzip half a minute.
+    tested = unzip("-t", str(path), "small.txt")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert tested.stdout.count("OK\n") == 1
+    assert "small.txt" in tested.stdout
+
+
+def test_65535_entries(tmp_path):
+    path = tmp_path / "many.zip"
+    count = 65535
+    with open(path, "wb") as dst, ZipStreamer(dst) as streamer:
+        for i in range(count):
+            streamer.add_stored_entry(f"{i}", 0, 0, modified=WHEN)
+    with open(path, "rb") as f:
+        tail = f.read()[-(ZIP64_EOCD.size + ZIP64_LOCATOR.size + EOCD.size) :]
+    assert ZIP64_EOCD.unpack_from(tail)[6:8] == (count, count)
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        assert archive.testzip() is None
+    assert len(names) == count
+    assert names[-1] == f"{count - 1}"
+    tested = unzip("-t", str(path))
+    assert tested.returncode == 0, tested.stderr
+    assert tested.stdout.count("OK\n") == count
