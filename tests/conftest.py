@@ -524,6 +524,7 @@ class Nginx:
         self.directory = directory
         self.port = 0
         self.process: subprocess.Popen | None = None
+        self.drainer: threading.Thread | None = None
         self.log: list[str] = []
 
     def url(self, path: str) -> str:
@@ -567,7 +568,8 @@ class Nginx:
                     ready.set()
             ready.set()
 
-        threading.Thread(target=drain, name="nginx-log", daemon=True).start()
+        self.drainer = threading.Thread(target=drain, name="nginx-log", daemon=True)
+        self.drainer.start()
         assert ready.wait(WAIT), "nginx said nothing"
         if self.process.poll() is None:
             return True
@@ -583,6 +585,8 @@ class Nginx:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(WAIT)
+        self.drainer.join(WAIT)  # it ends at the pipe's EOF, after the exit
+        self.process.stderr.close()
 
 
 @pytest.fixture(scope="session")
