@@ -125,6 +125,21 @@ def test_the_fallback_works_on_the_loop(endpoints):
     assert dst.received() == b"head" + data
 
 
+@pytest.mark.parametrize("src_kind", ["file", "tcp"])
+def test_uvloop_drives_it_too(endpoints, src_kind):
+    uvloop = pytest.importorskip("uvloop")  # CPython only; a test extra
+    data = payload(3 * MIB + 7)
+    src = endpoints.source(src_kind, data, chunks=[65536])
+    dst = endpoints.sink("tcp", bufsize=65536)  # small: the transfer must wait
+    loop = uvloop.new_event_loop()
+    try:
+        coro = aio.splice_to(src.obj, dst.obj, WAIT)
+        assert loop.run_until_complete(asyncio.wait_for(coro, WAIT)) == len(data)
+    finally:
+        loop.close()
+    assert sha(dst.received()) == sha(data)
+
+
 def test_bad_input_is_refused_before_the_loop_waits(endpoints):
     dst = endpoints.sink("file")
     with pytest.raises(TypeError):
