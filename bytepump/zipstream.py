@@ -20,10 +20,20 @@ from types import TracebackType
 from typing import Callable, Optional, Union
 
 from . import _zip
-from ._endpoint import FILE, PIPE, SOCKET, FdLike, _fileno, _is_ssl_socket, _kind
+from ._endpoint import (
+    FILE,
+    PIPE,
+    SOCKET,
+    Endpoint,
+    FdLike,
+    _fileno,
+    _is_ssl_socket,
+    _kind,
+)
 from ._errors import DownstreamTimeout
-from ._waiters import timeout_ms
-from .pump import splice_to
+from ._transfer import Steps
+from ._waiters import WRITE, Wait
+from .pump import drive, splice_to
 
 ProgressCallback = Optional[Callable[[int], object]]
 Source = Union[str, bytes, "os.PathLike[str]", FdLike]
@@ -94,8 +104,7 @@ class ZipStreamer:
             raise TypeError("dst is a TLS socket: records written to its fd")
         if timeout is not None and timeout < 0:
             raise ValueError(f"negative timeout {timeout}")
-        self._fd = _fileno(dst, "dst")
-        self._kind = _kind(os.fstat(self._fd).st_mode)
+        Endpoint(dst, "dst")  # TypeError, EBADF, IsADirectoryError: now
         self._dst = dst
         self._timeout = timeout
         self._flush = getattr(dst, "flush", None)
@@ -262,46 +271,37 @@ class ZipStreamer:
             raise
 
     def _write(self, data: bytes) -> None:
-        """Write all of ``data`` to dst's descriptor, never blocking longer
+        """Write all of ``data`` to dst's descriptor, never waiting longer
         than the timeout without progress."""
         with self._breaks_on_error():
             if self._flush is not None:
                 self._flush()
-            with self._nonblocking_socket():
-                # A blocking pipe is made to wait in poll, then handed at
-                # most PIPE_BUF bytes: POLLOUT on a pipe means a free slot,
-                # which such a write fills without blocking.
-                paced = self._kind == PIPE and os.get_blocking(self._fd)
-                view = memoryview(data)
-                while view:
-                    if paced:
-                        self._wait_writable()
-                    try:
-                        n = os.write(self._fd, view[:_PIPE_BUF] if paced else view)
-                    except BlockingIOError:
-                        self._wait_writable()
-                        continue
-                    self._offset += n
-                    view = view[n:]
+            # Looked at afresh for each write: the caller may change the
+            # descriptor's flags between two records.
+            end = Endpoint(self._dst, "dst")
+            # As splice_to does: a socket is switched to O_NONBLOCK for the
+            # write and back, so a stalled peer meets the timeout. Pipes are
+            # left alone (their flags are shared with whoever else holds them).
+            if end.kind == SOCKET:
+                end.make_nonblocking()
+            try:
+                drive(self._write_steps(end, memoryview(data)), self._timeout)
+            finally:
+                end.restore()
 
-    @contextmanager
-    def _nonblocking_socket(self) -> Iterator[None]:
-        # As splice_to does: a socket is switched to O_NONBLOCK for the
-        # write and back, so a stalled peer meets the timeout. Pipes are
-        # left alone (their flags are shared with whoever else holds them).
-        if self._kind != SOCKET or not os.get_blocking(self._fd):
-            yield
-            return
-        os.set_blocking(self._fd, False)
-        try:
-            yield
-        finally:
-            os.set_blocking(self._fd, True)
-
-    def _wait_writable(self) -> None:
-        poller = select.poll()
-        poller.register(self._fd, select.POLLOUT)
-        # poll retries EINTR itself with the remaining time (PEP 475); an
-        # error or hang-up event makes the next write report it.
-        if not poller.poll(timeout_ms(self._timeout)):
-            raise DownstreamTimeout(f"dst idle for more than {self._timeout} s")
+    def _write_steps(self, end: Endpoint, view: memoryview) -> Steps[None]:
+        # A blocking pipe is waited for, then handed at most PIPE_BUF bytes:
+        # a writable pipe has a free slot, which such a write fills without
+        # blocking.
+        paced = end.kind == PIPE and not end.flags & os.O_NONBLOCK
+        wait = Wait(end.fd, WRITE, DownstreamTimeout, "destination")
+        while view:
+            if paced:
+                yield wait
+            try:
+                n = os.write(end.fd, view[:_PIPE_BUF] if paced else view)
+            except BlockingIOError:
+                yield wait
+                continue
+            self._offset += n
+            view = view[n:]
