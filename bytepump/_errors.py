@@ -40,6 +40,20 @@ class IncompleteBody(ProtocolError):
         self.transferred = transferred
 
 
+def mark_upstream(exc: BaseException) -> BaseException:
+    """Mark ``exc`` as the source's (the origin's) failure and return it:
+    ``splice_from`` retries those, never a failure on ``dst``'s side."""
+    exc._bytepump_upstream = True  # type: ignore[attr-defined]
+    return exc
+
+
+def is_upstream(exc: BaseException) -> bool:
+    """Whether ``exc`` is the source's failure (see :func:`mark_upstream`)."""
+    return isinstance(exc, UpstreamTimeout) or bool(
+        getattr(exc, "_bytepump_upstream", False)
+    )
+
+
 def annotate(exc: BaseException, transferred: int) -> BaseException:
     """Attach the number of bytes delivered so far to ``exc`` and return it."""
     exc.transferred = transferred  # type: ignore[attr-defined]

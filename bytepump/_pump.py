@@ -21,7 +21,12 @@ from typing import Callable, NamedTuple, Optional
 
 from . import _libc
 from ._endpoint import FILE, PIPE, SOCKET, Endpoint
-from ._errors import DownstreamTimeout, SpliceUnsupported, UpstreamTimeout
+from ._errors import (
+    DownstreamTimeout,
+    SpliceUnsupported,
+    UpstreamTimeout,
+    mark_upstream,
+)
 from ._pipepool import Pipe, pool
 from ._waiters import READ, WRITE, Wait
 
@@ -78,12 +83,6 @@ class _Pump:
         """Release what the pump holds; called once, on every path."""
 
 
-def _upstream(exc: OSError) -> OSError:
-    # splice_from retries an origin's failures, never a client's.
-    exc._bytepump_upstream = True  # type: ignore[attr-defined]
-    return exc
-
-
 def _unsupported(what: str) -> SpliceUnsupported:
     return SpliceUnsupported(errno.EINVAL, f"splice cannot carry this pair: {what}")
 
@@ -130,7 +129,7 @@ class _DirectPump(_SplicePump):
                 )
             except OSError as exc:
                 if exc.errno != errno.EPIPE and self._src.kind == SOCKET:
-                    _upstream(exc)
+                    mark_upstream(exc)
                 self._check_refusal(exc)
                 raise
             if n == _AGAIN:
@@ -192,7 +191,7 @@ class _PipePump(_SplicePump):
                     src, offset, pipe_w, min(self._remaining, capacity), _NONBLOCK
                 )
             except OSError as exc:
-                self._check_refusal(_upstream(exc))
+                self._check_refusal(mark_upstream(exc))
                 raise
             if n == _AGAIN:
                 if self._src.kind == FILE:
@@ -317,7 +316,7 @@ class CopyPump(_Pump):
             try:
                 n = self._read(view[: min(self._remaining, _BUFFER_SIZE)])
             except OSError as exc:
-                raise _upstream(exc) from None
+                raise mark_upstream(exc) from None
             if isinstance(n, tuple):
                 return n
             if n == 0:

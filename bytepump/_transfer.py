@@ -16,7 +16,7 @@ from typing import TypeVar
 from ._endpoint import FILE, Endpoint, FdLike, SourcePosition
 from ._errors import SpliceUnsupported, annotate
 from ._pump import CopyPump, Job, ProgressCallback, _Pump, splice_pump
-from ._waiters import Wait
+from ._waiters import Wait, check_timeout
 
 
 def _check_count(name: str, value: int | None) -> None:
@@ -47,8 +47,7 @@ class Transfer:
     ) -> None:
         _check_count("count", count)
         _check_count("offset", offset)
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must not be negative, got {timeout!r}")
+        check_timeout(timeout)
         self.src = Endpoint(src, "src")
         self.dst = Endpoint(dst, "dst")
         if self.src.fd == self.dst.fd:

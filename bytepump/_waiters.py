@@ -27,6 +27,12 @@ class Wait(NamedTuple):
     what: str
 
 
+def check_timeout(timeout: float | None) -> None:
+    """``ValueError`` for a negative timeout (``None``: no limit)."""
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must not be negative, got {timeout!r}")
+
+
 def timeout_ms(seconds: float | None) -> int:
     """epoll's milliseconds for ``seconds``; ``None`` means forever (-1).
 

@@ -24,16 +24,19 @@ from collections.abc import Collection, Iterator
 from typing import Any, Callable, Optional
 
 from . import _http1
+from ._endpoint import _is_ssl_socket
 from ._errors import (
     HTTPStatusError,
     IncompleteBody,
     ProtocolError,
     UpstreamTimeout,
     annotate,
+    is_upstream,
+    mark_upstream,
 )
 from ._http1 import HeaderPairs, LineReader, Origin, ResponseHead
 from ._transfer import Steps, T, Transfer, steps
-from ._waiters import READ, WRITE, Wait
+from ._waiters import READ, WRITE, Wait, check_timeout
 from .pump import drive
 
 ProgressCallback = Optional[Callable[[int], object]]
@@ -50,19 +53,6 @@ _PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 _CONNECTING = frozenset([errno.EINPROGRESS, errno.EINTR])
 
 
-def _mark_upstream(exc: BaseException) -> BaseException:
-    # The convention bytepump.pump follows too: a failure on the origin's
-    # side may be retried by splice_from; one on dst's side never is.
-    exc._bytepump_upstream = True  # type: ignore[attr-defined]
-    return exc
-
-
-def _is_upstream(exc: BaseException) -> bool:
-    return isinstance(exc, UpstreamTimeout) or bool(
-        getattr(exc, "_bytepump_upstream", False)
-    )
-
-
 @contextlib.contextmanager
 def _origin_side() -> Iterator[None]:
     """Mark socket errors, timeouts of waits on the origin included, as the
@@ -70,18 +60,8 @@ def _origin_side() -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        _mark_upstream(exc)
+        mark_upstream(exc)
         raise
-
-
-def _is_tls(sock: object) -> bool:
-    ssl = sys.modules.get("ssl")
-    return ssl is not None and isinstance(sock, ssl.SSLSocket)
-
-
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must not be negative, got {timeout!r}")
 
 
 # --- nonblocking socket calls --------------------------------------------
@@ -139,7 +119,7 @@ def _read_peeking(sock: socket.socket, reader: LineReader, what: str) -> Steps[N
             yield Wait(fd, READ, UpstreamTimeout, what)
         data = yield from _retry(fd, READ, what, sock.recv, reader.budget, _PEEK)
         if not data:
-            raise _mark_upstream(reader.eof_error())
+            raise mark_upstream(reader.eof_error())
         _take(sock, reader.feed(data), reader)
 
 
@@ -148,7 +128,7 @@ def _take(sock: socket.socket, n: int, reader: LineReader) -> None:
     while n:  # they are queued: one call returns them all
         taken = len(sock.recv(n, socket.MSG_DONTWAIT))
         if not taken:
-            raise _mark_upstream(reader.eof_error())
+            raise mark_upstream(reader.eof_error())
         n -= taken
 
 
@@ -165,7 +145,7 @@ def _read_tls(sock: Any, reader: LineReader, what: str) -> Steps[None]:
         while not reader.done:
             data = yield from _retry(fd, READ, what, sock.recv, reader.safe_size)
             if not data:
-                raise _mark_upstream(reader.eof_error())
+                raise mark_upstream(reader.eof_error())
             reader.feed(data)
     finally:
         sock.settimeout(saved)
@@ -177,7 +157,7 @@ def _read_unit(sock: Any, reader: LineReader, who: str) -> Steps[Any]:
     ``who`` names the origin in a timeout's message."""
     what = f"{who} ({reader.what})"
     with _origin_side():
-        if _is_tls(sock):
+        if _is_ssl_socket(sock):
             yield from _read_tls(sock, reader, what)
         else:
             yield from _read_peeking(sock, reader, what)
@@ -203,7 +183,7 @@ def skip_headers_steps(
 ) -> Steps[ResponseHead]:
     """:func:`skip_headers` as a generator of waits, for a driver to run
     with ``timeout``; the arguments are checked now, not when it starts."""
-    _check_timeout(timeout)
+    check_timeout(timeout)
     return _read_head(sock, _http1.HeadReader(max_size), expect, "origin")
 
 
@@ -368,7 +348,7 @@ class Fetch:
         _check_count("max_redirects", max_redirects)
         if length is not None:
             _check_count("length", length)
-        _check_timeout(timeout)
+        check_timeout(timeout)
         self.origin = _http1.parse_url(url)
         self.fields = _http1.check_headers(headers)
         _check_dst(dst)
@@ -409,7 +389,7 @@ class Fetch:
                     yield from self._attempt()
                     return self.delivered
                 except Exception as exc:
-                    if not (self.started and _is_upstream(exc)):
+                    if not (self.started and is_upstream(exc)):
                         raise
                     if reconnections == self.retries or self.validator is None:
                         raise IncompleteBody(
@@ -631,7 +611,7 @@ class Fetch:
     def _ended(self, size: int | None, taken: int) -> int:
         if size is None:
             return taken  # read until close: the end of the stream ends the body
-        raise _mark_upstream(
+        raise mark_upstream(
             ProtocolError(f"origin closed the connection {size - taken} bytes early")
         )
 

@@ -32,7 +32,7 @@ from ._endpoint import (
 )
 from ._errors import DownstreamTimeout
 from ._transfer import Steps
-from ._waiters import WRITE, Wait
+from ._waiters import WRITE, Wait, check_timeout
 from .pump import drive, splice_to
 
 ProgressCallback = Optional[Callable[[int], object]]
@@ -102,8 +102,7 @@ class ZipStreamer:
     def __init__(self, dst: FdLike, *, timeout: float | None = 60.0) -> None:
         if _is_ssl_socket(dst):
             raise TypeError("dst is a TLS socket: records written to its fd")
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"negative timeout {timeout}")
+        check_timeout(timeout)
         Endpoint(dst, "dst")  # TypeError, EBADF, IsADirectoryError: now
         self._dst = dst
         self._timeout = timeout
