@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(pypy3 pypy3-venv python3-venv nginx-light unzip curl openssl strace)
+APT_PACKAGES=(pypy3 pypy3-venv python3-venv nginx-light unzip curl openssl strace wrk p7zip-full libarchive-tools)
 
 ensure_apt_packages() {
     local missing=()
