@@ -58,6 +58,13 @@ def _count(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -291,7 +298,9 @@ def serve(args: argparse.Namespace) -> None:
     if not os.path.isdir(args.dir):
         raise CommandError(f"{args.dir}: not a directory")
     with _failing(f"cannot listen on {args.bind} port {args.port}"):
-        server = Server((args.bind, args.port), args.dir, args.timeout)
+        server = Server(
+            (args.bind, args.port), args.dir, args.timeout, args.max_connections
+        )
     with server:
         host, port = server.server_address[:2]
         if ":" in host:
@@ -357,6 +366,13 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="S",
         help="drop a client idle for S seconds (default 60)",
+    )
+    serve_parser.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=512,
+        metavar="N",
+        help="hold at most N client connections at once (default 512)",
     )
     serve_parser.set_defaults(run=serve)
     return parser

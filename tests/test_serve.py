@@ -25,8 +25,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bytepump import _ranges
+from bytepump._beneath import open_beneath, open_root, open_walking
 from bytepump._ranges import ByteRange, Unsatisfiable, parse_range
-from bytepump._serve import resolve
 
 CURL = shutil.which("curl") or "/usr/bin/curl"
 FILES = {
@@ -120,7 +120,10 @@ def www(tmp_path_factory) -> Path:
         (root / name).write_bytes(data)
     (root / "link-out").symlink_to(base / "secret.txt")
     (root / "dir-out").symlink_to(base / "outside")
-    (root / "link-in").symlink_to(root / "sub" / "inner.bin")
+    (root / "link-in").symlink_to("sub/inner.bin")  # relative, stays inside
+    (root / "dir-in").symlink_to("sub")
+    (root / "link-abs").symlink_to(root / "sub" / "inner.bin")  # absolute: 404
+    (root / "link-up").symlink_to("../secret.txt")
     (root / "link-dangling").symlink_to(root / "nothing")
     os.mkfifo(root / "fifo")
     with (root / "huge.bin").open("wb") as huge:
@@ -202,8 +205,11 @@ def test_head_ignores_range(server) -> None:
     assert got.headers["Content-Length"] == "1000"
 
 
-def test_symlink_inside_is_served(server) -> None:
-    got = curl(server.url("/link-in"))
+@pytest.mark.parametrize("path", ["/link-in", "/dir-in/inner.bin"])
+def test_symlink_inside_is_served(server, path) -> None:
+    # A relative link that stays inside is followed (DESIGN.md §5), as
+    # openat2(RESOLVE_BENEATH) follows it.
+    got = curl(server.url(path))
     assert got.status == 200
     assert got.body == FILES["sub/inner.bin"]
 
@@ -293,6 +299,8 @@ def test_conditional_requests(server) -> None:
         "//etc/passwd",
         "/link-out",
         "/dir-out/secret.txt",
+        "/link-abs",
+        "/link-up",
         "/link-dangling",
         "/sub",
         "/",
@@ -306,6 +314,85 @@ def test_not_found(server, path) -> None:
     assert got.status == 404
     assert SECRET not in got.body
     assert b"root:" not in got.body
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchanger():
+    """renameat2(RENAME_EXCHANGE) through cffi: swaps two names atomically."""
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef("int renameat2(int, const char *, int, const char *, unsigned int);")
+    lib = ffi.dlopen(None)
+
+    def exchange(a: Path, b: Path) -> None:
+        if lib.renameat2(
+            _AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE
+        ):
+            raise OSError(ffi.errno, os.strerror(ffi.errno))
+
+    return exchange
+
+
+@pytest.mark.parametrize("last", [False, True], ids=["directory", "file"])
+def test_swapped_in_symlink_never_leads_out(server, www, last) -> None:
+    # A directory (or the file itself) on the requested path flips with a
+    # symlink leading out, as fast as it can, while a kept-alive client
+    # asks for the file in a loop: every answer is the inside file or a
+    # 404, never the outside one, and the connection is never dropped.
+    race, swap = www / "race", www / "race-swap"
+    inside = b"inside the served directory\n"
+    if last:
+        race.mkdir()
+        (race / "secret.txt").write_bytes(inside)
+        (swap).symlink_to("../../secret.txt")
+        flipped, other = race / "secret.txt", swap
+    else:
+        race.mkdir()
+        (race / "secret.txt").write_bytes(inside)
+        swap.symlink_to("../outside")
+        flipped, other = race, swap
+    exchange = _exchanger()
+    stop = threading.Event()
+    flips = 0
+
+    def flip() -> None:
+        nonlocal flips
+        while not stop.is_set():
+            exchange(flipped, other)
+            flips += 1
+
+    flipper = threading.Thread(target=flip, daemon=True)
+    flipper.start()
+    statuses: dict[int, int] = {}
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT)
+    try:
+        end = time.monotonic() + 3
+        for _ in range(3000):
+            if time.monotonic() > end:
+                break
+            conn.request("GET", "/race/secret.txt")
+            response = conn.getresponse()
+            body = response.read()
+            assert body != SECRET
+            if response.status == 200:
+                assert body == inside
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+    finally:
+        stop.set()
+        flipper.join(WAIT)
+        conn.close()
+        if os.path.islink(flipped):
+            exchange(flipped, other)
+        (race / "secret.txt").unlink()
+        race.rmdir()
+        swap.unlink()
+    assert set(statuses) <= {200, 404}, statuses
+    assert flips > 100
+    assert statuses.get(200), statuses
 
 
 def test_keep_alive(server) -> None:
@@ -440,15 +527,54 @@ def test_serve_stops_on_sigint_without_traceback(www) -> None:
 # --- sans-IO: paths ------------------------------------------------------------
 
 
-def test_resolve(www) -> None:
-    root = os.path.realpath(www)
-    assert resolve(root, "/small.bin") == os.path.join(root, "small.bin")
-    assert resolve(root, "/odd%20name.txt?x=1") == os.path.join(root, "odd name.txt")
-    assert resolve(root, "/sub//./inner.bin") == os.path.join(root, "sub/inner.bin")
-    assert resolve(root, "/") == root  # a directory: the server says 404
-    assert resolve(root, "/link-in") == os.path.join(root, "sub/inner.bin")
-    for target in ("/link-out", "/dir-out/secret.txt", "/%2e%2e", "*", "http://x/"):
-        assert resolve(root, target) is None, target
+OPENERS = {"openat2": open_beneath, "walk": open_walking}
+"""open_beneath tries openat2 and walks only where the kernel has none:
+the walk is tested directly."""
+
+
+@pytest.mark.parametrize("opener", sorted(OPENERS))
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("small.bin", FILES["small.bin"]),
+        ("sub/inner.bin", FILES["sub/inner.bin"]),
+        ("odd name.txt", FILES["odd name.txt"]),
+    ],
+)
+def test_open_beneath(www, opener, name, content) -> None:
+    root = open_root(str(www))
+    try:
+        fd = OPENERS[opener](root, name.split("/"))
+        with open(fd, "rb") as f:
+            assert f.read() == content
+    finally:
+        os.close(root)
+
+
+@pytest.mark.parametrize("opener", sorted(OPENERS))
+@pytest.mark.parametrize(
+    "name",
+    ["link-out", "dir-out/secret.txt", "link-abs", "link-up", "link-dangling", "nope"],
+)
+def test_open_beneath_refuses(www, opener, name) -> None:
+    root = open_root(str(www))
+    try:
+        with pytest.raises(OSError):
+            os.close(OPENERS[opener](root, name.split("/")))
+    finally:
+        os.close(root)
+
+
+@pytest.mark.parametrize("name", ["link-in", "dir-in/inner.bin"])
+def test_walk_refuses_every_link(www, name) -> None:
+    root = open_root(str(www))
+    try:
+        with open(open_beneath(root, name.split("/")), "rb") as f:
+            assert f.read() == FILES["sub/inner.bin"]
+        with pytest.raises(OSError):
+            os.close(open_walking(root, name.split("/")))
+    finally:
+        os.close(root)
 
 
 @given(st.text())
