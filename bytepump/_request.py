@@ -65,6 +65,12 @@ class Fields:
     def __contains__(self, name: str) -> bool:
         return name.lower() in self._values
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Fields) and other._values == self._values
+
+    def __repr__(self) -> str:
+        return f"Fields({self._values!r})"
+
 
 class RequestHead(NamedTuple):
     method: str

@@ -45,6 +45,9 @@ from ._request import MAX_HEAD, HeadError, RequestHead, RequestReader
 _METHODS = ("GET", "HEAD")
 _SERVER = f"bytepump/{__version__}"
 _MSG_MORE = getattr(socket, "MSG_MORE", 0x8000)
+LINGER = 2.0
+"""Seconds to wait for a client to close after the response that ends its
+connection."""
 
 
 class _Expired(Exception):
@@ -167,11 +170,13 @@ class Connection:
                 except HeadError as exc:
                     await self._send_error(exc.status, None, close=True)
                     self._log_request(None, exc.status, str(exc))
+                    await self._linger()
                     return
                 if head is None:
                     return
                 rest = reader.rest
                 if not await self._respond(head):
+                    await self._linger()
                     return
         except _Expired:
             pass  # nothing was said in time: just close
@@ -244,6 +249,27 @@ class Connection:
                 return None
             head = reader.feed(data)
         return head
+
+    async def _linger(self) -> None:
+        """End the connection gently after its last response: stop sending,
+        then read and drop what the client still sends, for up to
+        :data:`LINGER` seconds, until it closes. Closing with unread bytes
+        would send a reset, which can destroy the response before the
+        client has read it (nginx's lingering close)."""
+        try:
+            self.conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        loop = self.loop
+        deadline = loop.time() + min(LINGER, self.server.timeout)
+        while True:
+            try:
+                if not self.conn.recv(65536):
+                    return
+            except BlockingIOError:
+                await self._ready(
+                    loop.add_reader, loop.remove_reader, deadline, _Expired
+                )
 
     async def _send_head(self, head: bytes, more: bool) -> None:
         """Send a response head; with ``more`` as MSG_MORE, so it leaves in
