@@ -44,6 +44,7 @@ from ._request import MAX_HEAD, HeadError, RequestHead, RequestReader
 
 _METHODS = ("GET", "HEAD")
 _SERVER = f"bytepump/{__version__}"
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 _MSG_MORE = getattr(socket, "MSG_MORE", 0x8000)
 LINGER = 2.0
 """Seconds to wait for a client to close after the response that ends its
@@ -59,17 +60,18 @@ def _http_date(when: float) -> str:
 
 
 class _Clock:
-    """The Date field, formatted once a second rather than per response."""
+    """The Date field and the log's time stamp, formatted once a second
+    rather than per response."""
 
     def __init__(self) -> None:
         self._second = -1
-        self._text = ""
+        self.date = self.stamp = ""
 
-    def now(self) -> str:
+    def tick(self) -> None:
         second = int(time.time())
         if second != self._second:
-            self._second, self._text = second, _http_date(second)
-        return self._text
+            self._second, self.date = second, _http_date(second)
+            self.stamp = time.strftime("%d/%b/%Y %H:%M:%S", time.localtime(second))
 
 
 class Server:
@@ -140,8 +142,8 @@ class Server:
             task.add_done_callback(finished)
 
     def log(self, client: str, message: str) -> None:
-        stamp = time.strftime("%d/%b/%Y %H:%M:%S")
-        sys.stderr.write(f"{client} - - [{stamp}] {message}\n")
+        self.clock.tick()
+        sys.stderr.write(f"{client} - - [{self.clock.stamp}] {message}\n")
 
 
 class Connection:
@@ -296,10 +298,11 @@ class Connection:
     # --- responses --------------------------------------------------------------
 
     def _head(self, status: int, fields: dict[str, str], close: bool) -> bytes:
+        self.server.clock.tick()
         lines = [
-            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            f"HTTP/1.1 {status} {_PHRASES[status]}",
             f"Server: {_SERVER}",
-            f"Date: {self.server.clock.now()}",
+            f"Date: {self.server.clock.date}",
         ]
         lines += [f"{name}: {value}" for name, value in fields.items()]
         if close:
@@ -309,7 +312,7 @@ class Connection:
     async def _send_error(
         self, status: int, head: RequestHead | None, close: bool = False
     ) -> None:
-        body = f"{status} {HTTPStatus(status).phrase}\n".encode()
+        body = f"{status} {_PHRASES[status]}\n".encode()
         fields = {
             "Content-Type": "text/plain; charset=utf-8",
             "Content-Length": str(len(body)),
