@@ -5,6 +5,7 @@ fuzzed with hypothesis."""
 from __future__ import annotations
 
 import email.utils
+import errno
 import http.client
 import io
 import os
@@ -681,6 +682,25 @@ def test_walk_refuses_every_link(www, name) -> None:
             assert f.read() == FILES["sub/inner.bin"]
         with pytest.raises(OSError):
             os.close(open_walking(root, name.split("/")))
+    finally:
+        os.close(root)
+
+
+def test_walk_where_the_kernel_has_no_openat2(www, monkeypatch) -> None:
+    from bytepump import _beneath, _libc
+
+    def enosys(*args: object) -> int:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(_libc, "openat2", enosys)
+    monkeypatch.setattr(_beneath, "_have_openat2", True)
+    root = open_root(str(www))
+    try:
+        with open(open_beneath(root, ["sub", "inner.bin"]), "rb") as f:
+            assert f.read() == FILES["sub/inner.bin"]
+        assert not _beneath._have_openat2  # asked once, not per request
+        with pytest.raises(OSError):
+            os.close(open_beneath(root, ["link-in"]))
     finally:
         os.close(root)
 
