@@ -58,17 +58,20 @@ http {{
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+{temp_paths}
     server {{
         listen 127.0.0.1:{port};
         root {www};
     }}
 }}
 """
+
+
+_TEMP_PATHS = "\n".join(
+    f"    {kind}_temp_path {{dir}}/{kind};"
+    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+)
+"""nginx's temporary directories, all inside the work directory."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,11 @@ class Servers:
             conf = os.path.join(self.work, "nginx.conf")
             port = _free_port()
             with open(conf, "w") as f:
-                f.write(_NGINX_CONF.format(dir=self.work, port=port, www=self.www))
+                paths = _TEMP_PATHS.format(dir=self.work)
+                conf_text = _NGINX_CONF.format(
+                    dir=self.work, port=port, www=self.www, temp_paths=paths
+                )
+                f.write(conf_text)
             self._spawn("nginx", [NGINX, "-p", self.work, "-c", conf], port)
         else:
             notes.append("nginx not installed: its column is empty")
