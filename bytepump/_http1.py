@@ -484,8 +484,18 @@ def parse_url(url: str) -> Origin:
     if port is None:
         port = _DEFAULT_PORTS[parts.scheme]
     if ":" in host:
-        ipaddress.IPv6Address(host)  # ValueError if not an address
-        name = f"[{host}]"
+        address, percent, zone = host.partition("%")
+        ipaddress.IPv6Address(address)  # ValueError if not an address
+        # RFC 6874 writes the zone's "%" as "%25"; a bare "%" is taken too.
+        zone = urllib.parse.unquote(percent + zone)[1:]
+        if percent and not _REG_NAME.fullmatch(zone):
+            # RFC 6874: a zone ID is unreserved characters; anything else
+            # (a space, DEL) could end up where it must not.
+            raise ValueError(f"invalid IPv6 zone ID {zone!r}")
+        # The zone names an interface of this host, meaningless to the
+        # server: it is used to connect, not sent in Host (as curl does).
+        name = f"[{address}]"
+        host = f"{address}%{zone}" if zone else address
     else:
         host = host.encode("idna").decode("ascii")  # UnicodeError is a ValueError
         if not _REG_NAME.fullmatch(host):
@@ -517,7 +527,14 @@ def check_headers(headers: HeaderPairs | None) -> list[tuple[str, str]]:
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     checked = []
     for pair in pairs:
-        name, value = pair
+        try:
+            if isinstance(pair, (str, bytes)):  # "ab" would unpack as a pair
+                raise TypeError
+            name, value = pair
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"each header must be a (name, value) pair, not {pair!r}"
+            ) from None
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError(f"header names and values must be str: {pair!r}")
         _check_text("header name", name)

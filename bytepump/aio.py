@@ -20,6 +20,7 @@ their callback.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import Collection
 from typing import Any
@@ -39,11 +40,20 @@ __all__ = ["skip_headers", "splice_from", "splice_to"]
 async def _ready(
     loop: asyncio.AbstractEventLoop, wait: Wait, timeout: float | None
 ) -> None:
+    # The future is awaited directly and timed out by a loop timer, not with
+    # asyncio.wait_for: before Python 3.12, wait_for swallows a cancellation
+    # that arrives in the same loop pass as the result, and the task would
+    # run on. Awaiting a plain future, a cancel() either cancels it or (once
+    # it has its result) is delivered at the task's next step.
     future = loop.create_future()
 
     def wake() -> None:
         if not future.done():
             future.set_result(None)
+
+    def expire() -> None:
+        if not future.done():
+            future.set_exception(timeout_error(wait, timeout))
 
     if wait.events == READ:
         add, remove = loop.add_reader, loop.remove_reader
@@ -53,12 +63,15 @@ async def _ready(
         add(wait.fd, wake)
     except PermissionError:
         return  # the file does not support polling (/dev/null): always ready
+    timer = None
+    if timeout is not None and not math.isinf(timeout):
+        timer = loop.call_later(timeout, expire)
     try:
-        await asyncio.wait_for(future, timeout)
-    except asyncio.TimeoutError:
-        raise timeout_error(wait, timeout) from None
+        await future
     finally:
         remove(wait.fd)
+        if timer is not None:
+            timer.cancel()
 
 
 async def splice_to(

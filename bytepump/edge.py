@@ -369,6 +369,12 @@ class Fetch:
         origin's failure retried."""
         self.validator: str | None = None
         self.total: int | None = None
+        self.limit: int | None = None
+        """The object offset where the whole call ends: the end the first
+        response promised (within the asked-for window); ``None`` for a body
+        delimited by closing the connection or chunked, of unknown size."""
+        self._stop: int | None = None
+        """Where the current response's body stops being delivered."""
         self._pos = 0
         self._devnull = -1
 
@@ -430,6 +436,17 @@ class Fetch:
                 yield from self._chunked_body(sock)
             else:
                 yield from self._segment(sock, framing.length)
+        reached = self.offset + self.delivered
+        if self.limit is not None and reached < self.limit:
+            # A well-framed but short response (a resumed 206 covering less
+            # than was asked): the rest is asked for again, never a short
+            # success.
+            raise mark_upstream(
+                ProtocolError(
+                    f"origin's response ended at byte {reached}, "
+                    f"before byte {self.limit}"
+                )
+            )
 
     # -- requests and responses --
 
@@ -441,7 +458,7 @@ class Fetch:
             ("Accept-Encoding", "identity"),
             ("Connection", "close"),
         ]
-        if want or self.end is not None:
+        if self._ranged(want):
             fields.append(("Range", _http1.range_value(want, self.end)))
         if self.started and self.validator is not None:
             fields.append(("If-Range", self.validator))
@@ -466,6 +483,10 @@ class Fetch:
             sock.close()
             self._follow(head)
 
+    def _ranged(self, want: int) -> bool:
+        """Whether the request for byte ``want`` onward carries a Range."""
+        return bool(want) or self.end is not None
+
     def _resolve(self, origin: Origin) -> Addresses:
         key = (origin.host, origin.port)
         if key not in self.addresses:
@@ -481,12 +502,20 @@ class Fetch:
 
     def _final_head(self, sock: Any) -> Steps[ResponseHead]:
         # Interim 1xx responses (103 Early Hints, a stray 100) come before
-        # the real one and are skipped; 101 would switch protocols.
+        # the real one and are skipped; 101 would switch protocols. All of
+        # them together are held to the head size limit, so an origin
+        # cannot keep the call reading interim heads forever.
+        budget = _http1.MAX_HEAD
         while True:
-            reader = _http1.HeadReader()
+            reader = _http1.HeadReader(budget)
             head = yield from _read_head(sock, reader, None, self._who)
             if not 100 <= head.status < 200 or head.status == 101:
                 return head
+            budget -= len(head.raw)
+            if budget < 1:
+                raise ProtocolError(
+                    f"interim responses longer than {_http1.MAX_HEAD} bytes"
+                )
 
     def _follow(self, head: ResponseHead) -> None:
         """Move to a redirect's target, or raise HTTPStatusError."""
@@ -523,6 +552,8 @@ class Fetch:
         the first response; returns the body's framing."""
         framing = _http1.body_framing(head)
         if head.status == 206:
+            if not self._ranged(want):
+                raise ProtocolError("206 response to a request without Range")
             value = head.headers.get("Content-Range")
             if value is None:
                 raise ProtocolError("206 response without Content-Range")
@@ -536,13 +567,19 @@ class Fetch:
                     f"Content-Length {framing.length} disagrees with "
                     f"Content-Range {value!r}"
                 )
-            first, total = want, rng.complete
+            if not framing.chunked and framing.length is None:
+                # Delimited by closing, yet never past its Content-Range.
+                framing = _http1.Framing(False, rng.last - rng.first + 1)
+            first, total, stop = want, rng.complete, rng.last + 1
         else:
-            first, total = 0, framing.length
+            first, total, stop = 0, framing.length, framing.length
         if not self.started:
             self.started = True
             self.validator = _http1.validator(head)
             self.total = total
+            # A first 206 shorter than asked (and than the object) promises
+            # the rest too: it is asked for as a resume.
+            self.limit = _earliest(self.end, stop if total is None else total)
         elif (
             self.validator is None
             or _http1.representation_changed(self.validator, head)
@@ -554,13 +591,14 @@ class Fetch:
             # not one byte of a different object reaches dst.
             raise ProtocolError("the object changed at the origin during the fetch")
         self._pos = first
+        self._stop = _earliest(self.limit, stop)
         return framing
 
     # -- bodies --
 
     def _chunked_body(self, sock: Any) -> Steps[None]:
         decoder = _http1.ChunkedDecoder()
-        while not decoder.done and not self._window_full:
+        while not decoder.done and (self._stop is None or self._pos < self._stop):
             if decoder.data_due:
                 moved = yield from self._segment(sock, decoder.data_due)
                 decoder.data_moved(moved)
@@ -583,8 +621,8 @@ class Fetch:
             if moved < count:
                 return self._ended(size, self._pos - start)
         count = None if size is None else size - (self._pos - start)
-        if self.end is not None:
-            left = self.end - self._pos
+        if self._stop is not None:
+            left = max(0, self._stop - self._pos)
             count = left if count is None else min(count, left)
         if count == 0:
             return self._pos - start
@@ -619,6 +657,13 @@ class Fetch:
         if self._devnull < 0:
             self._devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         return self._devnull
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    """The smaller of two ends, ``None`` standing for "no end"."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 def splice_from(

@@ -3,6 +3,7 @@ fault-injecting origin that cuts, resets, stalls, changes and garbles."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -633,6 +634,86 @@ def test_interim_responses_are_skipped(origin, tmp_path):
         raw_handler(early + b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
     )
     assert fetch(tmp_path, origin.url())[1] == b"abc"
+
+
+def test_interim_responses_are_bounded(origin, tmp_path):
+    # An origin that answers nothing but "100 Continue" for ever is given
+    # the head size limit for all of them together.
+    def handler(conn, request, index):
+        with contextlib.suppress(OSError):
+            for _ in range(100_000):
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
+
+    origin.serve(handler)
+    with pytest.raises(ProtocolError, match="longer than") as info:
+        fetch(tmp_path, origin.url(), timeout=WAIT)
+    assert info.value.transferred == 0
+
+
+def test_206_to_a_request_without_range(origin, tmp_path):
+    origin.serve(raw_handler(
+        b"HTTP/1.1 206 Partial\r\nContent-Range: bytes 0-4/100\r\n"
+        b"Content-Length: 5\r\n\r\nhello"
+    ))  # fmt: skip
+    with pytest.raises(ProtocolError, match="without Range") as info:
+        fetch(tmp_path, origin.url())
+    assert not isinstance(info.value, IncompleteBody)
+    assert (tmp_path / "dst").read_bytes() == b""
+
+
+def test_206_without_content_length_stops_at_its_content_range(origin, tmp_path):
+    # Each answer covers ten bytes, is delimited by closing, and is followed
+    # by bytes that are no part of it: none reach dst, and the rest of what
+    # the first response promised is asked for again.
+    data = payload(30)
+
+    def handler(conn, request, index):
+        first = requested_range(request, len(data))[0]
+        last = min(first + 9, len(data) - 1)
+        send_head(conn, "206 Partial Content", [
+            ("Content-Range", f"bytes {first}-{last}/{len(data)}"), ("ETag", ETAG),
+        ])  # fmt: skip
+        conn.sendall(data[first : last + 1] + b"GARBAGE")
+
+    origin.serve(handler)
+    assert fetch(tmp_path, origin.url(), offset=5) == (25, data[5:])
+    ranges = [r.headers["Range"] for r in origin.requests]
+    assert ranges == ["bytes=5-", "bytes=15-", "bytes=25-"]
+
+
+def short_resume(conn, request, index):
+    """200 with the whole length, cut at 100,000 bytes; every resume is
+    answered with a well-framed 206 of 1000 bytes only."""
+    if index == 0:
+        return ObjectHandler(faults=[("cut", 100_000)])(conn, request, index)
+    first = requested_range(request, len(OBJECT))[0]
+    send_head(conn, "206 Partial Content", [
+        ("Content-Range", f"bytes {first}-{first + 999}/{len(OBJECT)}"),
+        ("Content-Length", 1000), ("ETag", ETAG),
+    ])  # fmt: skip
+    conn.sendall(OBJECT[first : first + 1000])
+
+
+def test_short_206_on_a_resume_is_never_a_short_success(origin, tmp_path):
+    origin.serve(short_resume)
+    with pytest.raises(IncompleteBody) as info:
+        fetch(tmp_path, origin.url(), retries=3)
+    assert info.value.transferred == 103_000
+    assert (tmp_path / "dst").read_bytes() == OBJECT[:103_000]
+    ranges = [r.headers.get("Range") for r in origin.requests]
+    assert ranges == [None, "bytes=100000-", "bytes=101000-", "bytes=102000-"]
+
+
+def test_short_206_on_a_resume_asks_for_the_rest(origin, tmp_path):
+    def handler(conn, request, index):
+        if index < 2:
+            return short_resume(conn, request, index)
+        ObjectHandler()(conn, request, index)
+
+    origin.serve(handler)
+    n, data = fetch(tmp_path, origin.url(), retries=2)
+    assert n == len(OBJECT) and sha(data) == sha(OBJECT)
+    assert origin.requests[2].headers["Range"] == "bytes=101000-"
 
 
 def test_200_to_a_range_request_skips_without_writing(origin, tmp_path):
