@@ -18,7 +18,7 @@ from ._errors import (
     UpstreamTimeout,
 )
 from ._http1 import ResponseHead
-from .edge import skip_headers, splice_from
+from .edge import OriginResponse, fetch, skip_headers, splice_from
 from .pump import splice_to
 from .zipstream import ZipStreamer
 
@@ -28,6 +28,7 @@ __all__ = [
     "DownstreamTimeout",
     "HTTPStatusError",
     "IncompleteBody",
+    "OriginResponse",
     "ProtocolError",
     "ResponseHead",
     "SpliceUnsupported",
@@ -35,6 +36,7 @@ __all__ = [
     "UpstreamTimeout",
     "ZipStreamer",
     "__version__",
+    "fetch",
     "skip_headers",
     "splice_from",
     "splice_to",
