@@ -538,16 +538,24 @@ def check_headers(headers: HeaderPairs | None) -> list[tuple[str, str]]:
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError(f"header names and values must be str: {pair!r}")
         _check_text("header name", name)
-        _check_text(f"value of header {name!r}", value)
-        if not _TOKEN.fullmatch(name.encode("latin-1", "replace")):
-            raise ValueError(f"invalid header name {name!r}")
+        value = check_field(name, value)
         if name.lower() in _MANAGED:
             raise ValueError(f"header {name!r} is set by bytepump, not by the caller")
-        value = value.strip(" \t")
-        if not _TEXT.fullmatch(value.encode("latin-1")):
-            raise ValueError(f"value of header {name!r} contains control characters")
         checked.append((name, value))
     return checked
+
+
+def check_field(name: str, value: str) -> str:
+    """``value`` without surrounding blanks, once ``name`` is known to be a
+    token and ``value`` Latin-1 text without CR, LF, NUL or other controls
+    (``ValueError`` otherwise): a field that cannot split a head."""
+    _check_text(f"value of header {name!r}", value)
+    if not _TOKEN.fullmatch(name.encode("latin-1", "replace")):
+        raise ValueError(f"invalid header name {name!r}")
+    value = value.strip(" \t")
+    if not _TEXT.fullmatch(value.encode("latin-1")):
+        raise ValueError(f"value of header {name!r} contains control characters")
+    return value
 
 
 def build_request(origin: Origin, fields: list[tuple[str, str]]) -> bytes:
