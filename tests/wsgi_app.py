@@ -84,7 +84,7 @@ def app(environ, start_response):
     if kind in ("edge", "fetch"):
         url = query["url"] if kind == "fetch" else f"{ORIGIN}/{name}"
         try:
-            answer = bytepump.wsgi.respond_from(url, timeout=5, retries=1)
+            answer = bytepump.wsgi.respond_from(url, timeout=5, retries=2)
             return answer(environ, start_response)
         except bytepump.HTTPStatusError as exc:
             start_response(f"{exc.status} From Origin", [("Content-Length", "0")])
