@@ -87,7 +87,7 @@ def _getter(environ: Environ) -> _reply.GetField:
 
 
 def _is_head(environ: Environ) -> bool:
-    return environ.get("REQUEST_METHOD", "GET").upper() == "HEAD"
+    return str(environ.get("REQUEST_METHOD", "GET")).upper() == "HEAD"
 
 
 def _raw_socket(environ: Environ) -> socket.socket | None:
