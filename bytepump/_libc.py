@@ -216,3 +216,19 @@ def openat2(dirfd: int, path: bytes, flags: int, resolve: int) -> int:
     if fd < 0:
         _raise()
     return int(fd)
+
+
+# --- connect(2) to AF_UNSPEC, for the web adapters ---------------------------
+# Aborting a connection without closing its descriptor, which belongs to
+# the web server: connect() to an AF_UNSPEC address disconnects a TCP
+# socket, and the kernel sends RST (tcp_disconnect) so that the client sees
+# an error, never a clean end of a short body.
+ffi.cdef("int connect(int fd, const void *addr, unsigned int addrlen);")
+_AF_UNSPEC_ADDRESS = ffi.new("unsigned short[8]")  # sa_family 0, 16 bytes
+
+
+def disconnect(fd: int) -> None:
+    """Reset the connected stream socket ``fd`` (TCP: an RST goes out); the
+    descriptor stays open, its owner closes it. ``OSError`` on failure."""
+    if _lib.connect(fd, _AF_UNSPEC_ADDRESS, 16) < 0:
+        _raise()
