@@ -6,6 +6,7 @@ loop, the same splice calls in a C loop).
     python3 benchmarks/run.py --quick     # 64 KiB, 4 MiB, 256 MiB: under a minute
     python3 benchmarks/run.py             # --full: 1 GiB and the HTTP scenario
     python3 benchmarks/run.py --http-only # wrk against serve, nginx, http.server
+    python3 benchmarks/run.py --wsgi-only # wrk: edge include under gunicorn
     pypy3 benchmarks/run.py --quick
 
 Scenarios: file → TCP, TCP → TCP, TCP → file, pipe → file, file → file and
@@ -44,6 +45,7 @@ import _contenders  # noqa: E402
 import _cref  # noqa: E402
 import _http  # noqa: E402
 import _report  # noqa: E402
+import _wsgi  # noqa: E402
 from _ends import SCENARIOS, Bench, Scenario  # noqa: E402
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -272,13 +274,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-pin", action="store_true", help="leave processes unpinned to CPUs"
     )
-    http = parser.add_mutually_exclusive_group()
-    http.add_argument("--http", action="store_true", help="HTTP scenario, any mode")
-    http.add_argument("--no-http", action="store_true", help="no HTTP scenario")
-    http.add_argument("--http-only", action="store_true", help="HTTP scenario alone")
+    for name, (_, what) in WRK_SCENARIOS.items():
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument(f"--{name}", action="store_true", help=f"{what}, any mode")
+        group.add_argument(f"--no-{name}", action="store_true", help=f"no {what}")
+        group.add_argument(f"--{name}-only", action="store_true", help=f"{what} alone")
     parser.add_argument("--http-rounds", type=int, default=3, help="wrk rounds")
     parser.add_argument("--http-seconds", type=float, default=4, help="per wrk run")
     return parser.parse_args(argv)
+
+
+WRK_SCENARIOS: dict[str, tuple[Any, str]] = {
+    "http": (_http, "the HTTP scenario (serve, nginx, http.server)"),
+    "wsgi": (_wsgi, "the WSGI edge-include scenario"),
+}
+"""Scenarios measured with wrk against servers: name → (module, what).
+Each module has ``run(work, rounds, seconds)``, ``table`` and ``targets``;
+``--NAME`` runs it in any mode, ``--NAME-only`` alone, full mode runs all."""
+
+
+def _only(args: argparse.Namespace) -> str | None:
+    return next((n for n in WRK_SCENARIOS if getattr(args, f"{n}_only")), None)
+
+
+def _wrk_wanted(args: argparse.Namespace, plan: Plan, name: str) -> bool:
+    only = _only(args)
+    if only is not None:
+        return only == name
+    full = plan.mode == "full" and not getattr(args, f"no_{name}")
+    return bool(getattr(args, name)) or full
 
 
 class Plan:
@@ -361,12 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     started, busy, ours = time.perf_counter(), busy_cpu_seconds(), os.times()
     work = tempfile.mkdtemp(prefix="bytepump-bench-")
     notes: list[str] = []
-    http: dict[str, Any] | None = None
+    served: dict[str, dict[str, Any]] = {}
     try:
-        cells = [] if args.http_only else measure(args, plan, work, notes)
-        if args.http_only or args.http or (plan.mode == "full" and not args.no_http):
-            http = _http.run(work, args.http_rounds, args.http_seconds)
-            notes += http["notes"]
+        cells = [] if _only(args) else measure(args, plan, work, notes)
+        for name, (module, _) in WRK_SCENARIOS.items():
+            if _wrk_wanted(args, plan, name):
+                served[name] = module.run(work, args.http_rounds, args.http_seconds)
+                notes += served[name]["notes"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     wall = time.perf_counter() - started
@@ -377,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     notes.append(f"other processes used {others:.1f} CPU s ({share:.0%} of the CPUs)")
     if share > 0.05:
         notes.append("WARNING: the machine was not quiet; figures may be skewed")
-    return report(args, plan, [c.as_dict() for c in cells], notes, wall, http)
+    return report(args, plan, [c.as_dict() for c in cells], notes, wall, served)
 
 
 def report(
@@ -386,14 +411,15 @@ def report(
     cells: list[dict[str, Any]],
     notes: list[str],
     wall: float,
-    http: dict[str, Any] | None = None,
+    served: dict[str, dict[str, Any]] | None = None,
 ) -> int:
+    served = served or {}
     results = _report.Results(cells)
     other_impl = "pypy" if IMPL == "cpython" else "cpython"
     other = _report.latest(args.results_dir, other_impl, plan.mode)
-    found = [] if args.http_only else _report.targets(results, IMPL, other)
-    if http:
-        found += _http.targets(http)
+    found = [] if _only(args) else _report.targets(results, IMPL, other)
+    for name, result in served.items():
+        found += WRK_SCENARIOS[name][0].targets(result)
     info = machine()
     title = f"{IMPL} {info['python']}, {plan.mode} mode"
     print(f"## bytepump benchmarks: {title}\n")
@@ -402,8 +428,10 @@ def report(
         print(f"- {note}")
     if cells:
         print(f"\n{_report.table(results, plan.runs)}")
-    if http and http["runs"]:
-        print(f"\n### HTTP: wrk against the servers\n\n{_http.table(http)}")
+    for name, result in served.items():
+        if result["runs"]:
+            module, what = WRK_SCENARIOS[name]
+            print(f"\n### wrk: {what}\n\n{module.table(result)}")
     print(f"\n{_report.targets_text(found)}\n")
     os.makedirs(args.results_dir, exist_ok=True)
     base = os.path.join(
@@ -417,7 +445,7 @@ def report(
         "notes": notes,
         "cells": cells,
         "targets": [t.as_dict() for t in found],
-        "http": http,
+        **served,
     }
     with open(base + ".json", "w") as f:
         json.dump(document, f, indent=1)
