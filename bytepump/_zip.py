@@ -11,6 +11,7 @@ streamer in :mod:`bytepump.zipstream` writes what these return.
 from __future__ import annotations
 
 import datetime
+import re
 import struct
 from typing import NamedTuple
 
@@ -66,7 +67,9 @@ def encode_name(filename: str) -> bytes:
     """``filename`` as stored in the archive: UTF-8, at most 65,535 bytes.
 
     ``ValueError`` for an empty name, a NUL in it (readers cut names at the
-    first NUL), a lone surrogate (no UTF-8 for it) or a name too long.
+    first NUL), a lone surrogate (no UTF-8 for it) or a name too long;
+    ``TypeError`` for a name that is not a ``str``. The path rules
+    (:func:`check_name`) are checked apart from this.
     """
     if not isinstance(filename, str):
         raise TypeError(f"file name must be a str, not {type(filename).__name__}")
@@ -81,6 +84,84 @@ def encode_name(filename: str) -> bytes:
     if len(name) > MAX_16:
         raise ValueError(f"file name of {len(name)} bytes: at most {MAX_16}")
     return name
+
+
+# C0 controls, DEL and C1 controls: a NUL cuts a name short in C readers,
+# a newline or an ESC sequence forges lines in a listing or a terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# "C:x" is relative to drive C's current directory on Windows, "C:/x" absolute.
+_DRIVE = re.compile("[A-Za-z]:")
+
+
+def check_name(filename: str) -> str:
+    """Check that ``filename`` is a safe relative path; return the path it
+    names (without the trailing ``/`` of a directory).
+
+    ``ValueError`` naming the entry for what a naive extractor would write
+    outside its target directory or mistake for something else (zip-slip):
+    an absolute path (``/x``, a Windows drive ``C:``), a ``..`` component, a
+    backslash (a separator on Windows), NUL or another control character,
+    and components that are empty or ``.`` (``a//b``, ``./a``: the same
+    file under two names). A name ending in ``/`` is a directory.
+    """
+    encode_name(filename)
+    why = None
+    if _CONTROL.search(filename):
+        why = "a control character"
+    elif "\\" in filename:
+        why = "a backslash"
+    elif filename.startswith("/") or _DRIVE.match(filename):
+        why = "an absolute path"
+    else:
+        path = filename[:-1] if filename.endswith("/") else filename
+        parts = path.split("/")
+        if ".." in parts:
+            why = "a '..' component"
+        elif "" in parts or "." in parts:
+            why = "an empty or '.' component"
+    if why is not None:
+        raise ValueError(f"entry {filename!r}: the name has {why}")
+    return path
+
+
+class NameSet:
+    """The names of an archive's entries so far, for the rules that concern
+    several: no name twice, and no path that is both a file and a directory
+    (``a`` and ``a/``, or ``a`` and ``a/b``: extractors fail on the second).
+    """
+
+    def __init__(self) -> None:
+        self._files: set[str] = set()
+        self._dirs: set[str] = set()  # named, or implied by a name below them
+        self._named_dirs: set[str] = set()
+
+    def add(self, filename: str) -> None:
+        """Add the entry ``filename`` (a directory if it ends in ``/``).
+
+        ``ValueError`` naming the entry if it breaks :func:`check_name` or
+        clashes with an entry added before; nothing is added then.
+        """
+        path = check_name(filename)
+        is_dir = filename.endswith("/")
+        parts = path.split("/")
+        parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        clash = None
+        if path in self._files or (is_dir and path in self._named_dirs):
+            clash = "a duplicate"
+        elif not is_dir and path in self._dirs:
+            clash = "a file where another entry has a directory"
+        else:
+            clash = next(
+                (f"below the file {p!r}" for p in parents if p in self._files), None
+            )
+        if clash is not None:
+            raise ValueError(f"entry {filename!r}: the name is {clash}")
+        if is_dir:
+            self._named_dirs.add(path)
+            self._dirs.add(path)
+        else:
+            self._files.add(path)
+        self._dirs.update(parents)
 
 
 def dos_datetime(when: datetime.datetime) -> tuple[int, int]:

@@ -348,3 +348,92 @@ def test_failed_splice_breaks_the_streamer(tmp_path):
             streamer.write_stored_file("a", src, on_progress=stop)
         with pytest.raises(ValueError, match="incomplete"):
             streamer.add_stored_entry("b", 0, 0)
+
+
+# --- names (issue 7, item 10) and sources that are not plain files (item 8) ---
+
+UNSAFE_NAMES = [
+    "../../evil.txt",
+    "a/../../b",
+    "..",
+    "/etc/abs.txt",
+    "C:/win.txt",
+    "c:win.txt",
+    "a\\..\\..\\win.txt",
+    "new\nline",
+    "esc\x1b[2Jape",
+    "del\x7f",
+    "c1\x85",
+    "nul\0",
+    "a//b",
+    "./a",
+    "a/./b",
+]
+
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_unsafe_names_refused_before_writing(tmp_path, name):
+    out = tmp_path / "out.zip"
+    with open(out, "wb", buffering=0) as dst:
+        streamer = ZipStreamer(dst)
+        with pytest.raises(ValueError, match=r"entry|NUL") as info:
+            streamer.add_stored_entry(name, 0, 0)
+        assert repr(name)[1:-1] in str(info.value)
+        with pytest.raises(ValueError):
+            streamer.write_stored_file(name, __file__)
+        assert out.stat().st_size == 0
+        streamer.add_stored_entry("fine", 0, 0)  # still usable
+        streamer.close()
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["a", "a"],
+        ["d/", "d/"],
+        ["a", "a/"],
+        ["a/", "a"],
+        ["a", "a/b"],
+        ["a/b", "a"],
+        ["x/y/z", "x/y"],
+    ],
+)
+def test_duplicates_and_file_directory_clashes(tmp_path, names):
+    out = tmp_path / "out.zip"
+    with open(out, "wb", buffering=0) as dst:
+        streamer = ZipStreamer(dst)
+        streamer.add_stored_entry(names[0], 0, 0)
+        before = out.stat().st_size
+        with pytest.raises(ValueError, match=repr(names[1])):
+            streamer.add_stored_entry(names[1], 0, 0)
+        assert out.stat().st_size == before
+
+
+def test_a_directory_and_names_below_it_are_fine(tmp_path):
+    with open(tmp_path / "out.zip", "wb") as dst, ZipStreamer(dst) as streamer:
+        for name in ("d/", "d/a", "d/e/", "d/e/f", "g/h", "g/i", "ab:c", "..x"):
+            streamer.add_stored_entry(name, 0, 0)
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+        assert len(archive.namelist()) == 8
+
+
+@pytest.mark.timeout(10)
+def test_fifo_path_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with open(tmp_path / "out.zip", "wb", buffering=0) as dst:
+        streamer = ZipStreamer(dst)
+        with pytest.raises(ValueError, match="not a regular file"):
+            streamer.write_stored_file("f", fifo)
+        assert os.path.getsize(tmp_path / "out.zip") == 0
+
+
+@pytest.mark.parametrize("path", ["/proc/self/status", "/proc/version"])
+def test_proc_file_of_size_0_is_refused(tmp_path, path):
+    """fstat says 0 bytes but reading yields some: not an empty entry."""
+    assert os.stat(path).st_size == 0
+    with open(tmp_path / "out.zip", "wb", buffering=0) as dst:
+        streamer = ZipStreamer(dst)
+        with pytest.raises(ValueError, match="more than the 0 bytes"):
+            streamer.write_stored_file("p", path)
+        assert os.path.getsize(tmp_path / "out.zip") == 0
