@@ -66,13 +66,19 @@ def file_crc32(fd: int, size: int, filename: str) -> int:
             )
         crc = zlib.crc32(chunk, crc)
         done += len(chunk)
+    check_file_end(fd, size, filename)
+    return crc
+
+
+def check_file_end(fd: int, size: int, filename: str) -> None:
+    """``ValueError`` naming the entry ``filename`` if the regular file
+    ``fd`` has a byte past its ``size`` (see :func:`file_crc32`)."""
     if os.pread(fd, 1, size):
         raise ValueError(
             f"entry {filename!r}: the file has more than the {size} bytes"
             " fstat reports (it grew, or its size is not known before reading"
             " it, as in /proc)"
         )
-    return crc
 
 
 @contextmanager
@@ -318,23 +324,35 @@ class ZipStreamer:
             if end.kind == SOCKET:
                 end.make_nonblocking()
             try:
-                drive(self._write_steps(end, memoryview(data)), self._timeout)
+                drive(record_steps(end, data, self._wrote), self._timeout)
             finally:
                 end.restore()
 
-    def _write_steps(self, end: Endpoint, view: memoryview) -> Steps[None]:
-        # A blocking pipe is waited for, then handed at most PIPE_BUF bytes:
-        # a writable pipe has a free slot, which such a write fills without
-        # blocking.
-        paced = end.kind == PIPE and not end.flags & os.O_NONBLOCK
-        wait = Wait(end.fd, WRITE, DownstreamTimeout, "destination")
-        while view:
-            if paced:
-                yield wait
-            try:
-                n = os.write(end.fd, view[:_PIPE_BUF] if paced else view)
-            except BlockingIOError:
-                yield wait
-                continue
-            self._offset += n
-            view = view[n:]
+    def _wrote(self, n: int) -> None:
+        self._offset += n
+
+
+def record_steps(
+    end: Endpoint, data: bytes, wrote: Callable[[int], object]
+) -> Steps[None]:
+    """Write all of ``data`` (records, small inline data) to ``end``'s
+    descriptor, calling ``wrote(n)`` after each write of ``n`` bytes; yields
+    a wait whenever the descriptor is full.
+
+    A socket should be made nonblocking by the caller. A blocking pipe is
+    waited for, then handed at most PIPE_BUF bytes: a writable pipe has a
+    free slot, which such a write fills without blocking.
+    """
+    paced = end.kind == PIPE and not end.flags & os.O_NONBLOCK
+    wait = Wait(end.fd, WRITE, DownstreamTimeout, "destination")
+    view = memoryview(data)
+    while view:
+        if paced:
+            yield wait
+        try:
+            n = os.write(end.fd, view[:_PIPE_BUF] if paced else view)
+        except BlockingIOError:
+            yield wait
+            continue
+        wrote(n)
+        view = view[n:]
