@@ -427,15 +427,16 @@ class Layout(NamedTuple):
     every name, size, CRC-32, time, mode and offset of the archive."""
 
 
-def layout(members: Sequence[Member]) -> Layout:
+def layout(members: Sequence[Member], *, names_checked: bool = False) -> Layout:
     """Lay out the archive of ``members`` (in order): the records as bytes,
     the data not held in the plan as holes of known size.
 
-    Checks every name (:class:`NameSet`) and field (:func:`make_entry`)
-    first: ``ValueError`` naming the entry. Adjacent bytes are joined into
-    one piece, so a writer makes one write for them.
+    Checks every name (:class:`NameSet`, unless the caller has:
+    ``names_checked``) and field (:func:`make_entry`): ``ValueError``
+    naming the entry. Adjacent bytes are joined into one piece, so a writer
+    makes one write for them.
     """
-    names = NameSet()
+    names = None if names_checked else NameSet()
     pieces: list[Piece] = []
     pending: list[bytes] = []
     entries = []
@@ -448,7 +449,8 @@ def layout(members: Sequence[Member]) -> Layout:
             pending.clear()
 
     for index, member in enumerate(members):
-        names.add(member.filename)
+        if names is not None:
+            names.add(member.filename)
         entry = make_entry(
             member.filename,
             member.size,

@@ -170,7 +170,7 @@ class ZipArchive:
             names.add(entry.name)  # before any file is read
         self._planned: list[_Planned] = []
         members = [self._plan(entry, modified) for entry in self.entries]
-        self._layout = _zip.layout(members)
+        self._layout = _zip.layout(members, names_checked=True)
         times = [_zip.unix_time(member.modified) for member in members]
         if not times and modified is not None:
             times = [_zip.unix_time(modified)]

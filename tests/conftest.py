@@ -762,7 +762,8 @@ CLASHING_ZIP_NAMES = (
 """Pairs of entry names whose second one is refused after the first."""
 
 
-def _run_tool(*args: str) -> str:
+def tool(*args: str) -> str:
+    """Run an archive tool; its stdout, after checking it succeeded."""
     # A UTF-8 locale, so that the tools print UTF-8 names as they are.
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
     result = subprocess.run(
@@ -786,8 +787,8 @@ def check_zip(path: Path, expected: dict[str, bytes], *, tools: bool = True) -> 
             assert sha(archive.read(name)) == sha(content), name
     if not tools:
         return
-    tested = _run_tool(UNZIP, "-t", str(path))
+    tested = tool(UNZIP, "-t", str(path))
     assert tested.count("OK\n") == len(expected)
-    assert "Everything is Ok" in _run_tool(SEVEN_ZIP, "t", str(path))
-    listed = _run_tool(BSDTAR, "-tf", str(path)).splitlines()
+    assert "Everything is Ok" in tool(SEVEN_ZIP, "t", str(path))
+    listed = tool(BSDTAR, "-tf", str(path)).splitlines()
     assert listed == list(expected)
