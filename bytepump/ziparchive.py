@@ -277,23 +277,21 @@ class ZipArchive:
         as soon as it shows. Every exception raised once bytes may have
         moved carries ``.transferred``: the bytes written to ``dst``.
         """
-        run = self.steps(
-            dst, start=start, end=end, timeout=timeout, on_progress=on_progress
-        )
-        return drive(run, timeout)
+        return drive(self.steps(dst, (start, end), timeout, on_progress), timeout)
 
     def steps(
         self,
         dst: FdLike,
-        *,
-        start: int = 0,
-        end: int | None = None,
-        timeout: float | None = 60.0,
-        on_progress: ProgressCallback = None,
+        window: tuple[int, int | None],
+        timeout: float | None,
+        on_progress: ProgressCallback,
     ) -> Steps[int]:
-        """:meth:`splice_to` as a generator of waits, for a driver to run
-        with ``timeout`` (``bytepump.pump.drive``, or ``bytepump.aio.drive``
-        on an event loop); the arguments are checked now."""
+        """:meth:`splice_to` of ``window`` (``(start, end)``) as a generator
+        of waits, for a driver to run with ``timeout``
+        (:func:`bytepump.pump.drive`, or ``await bytepump.aio.drive(...)``
+        on an event loop); the arguments are checked now, and the generator
+        returns the bytes written."""
+        start, end = window
         if end is None:
             end = self.size
         for name, value in (("start", start), ("end", end)):

@@ -406,3 +406,83 @@ def test_65535_entries(tmp_path):
     tested = unzip("-t", str(path))
     assert tested.returncode == 0, tested.stderr
     assert tested.stdout.count("OK\n") == count
+
+
+# --- layout: a planned archive, sans-IO ---
+
+safe_names = st.text(
+    st.characters(whitelist_categories=("L", "N"), whitelist_characters="._- "),
+    min_size=1,
+    max_size=12,
+).filter(lambda name: name not in (".", ".."))
+members = st.lists(
+    st.tuples(
+        safe_names,
+        st.sampled_from(["inline", "hole", "dir"]),
+        st.binary(max_size=200),
+        st.sampled_from([None, 0o600, 0o755]),
+    ),
+    max_size=8,
+    unique_by=lambda member: member[0],
+)
+
+
+def plan_of(drawn) -> tuple[list[_zip.Member], dict[str, bytes]]:
+    planned, contents = [], {}
+    for name, kind, data, mode in drawn:
+        if kind == "dir":
+            name += "/"
+            data = b""
+        inline = data if kind == "inline" else None
+        planned.append(
+            _zip.Member(name, len(data), zlib.crc32(data), WHEN, mode, inline)
+        )
+        contents[name] = data
+    return planned, contents
+
+
+def fill(plan: _zip.Layout, contents: list[bytes]) -> bytes:
+    """The whole archive: the plan's bytes, its holes filled with the data."""
+    return b"".join(
+        piece.data if piece.data is not None else contents[piece.member]
+        for piece in plan.pieces
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(members, st.data())
+def test_layout_is_the_archive(drawn, data):
+    planned, contents = plan_of(drawn)
+    plan = _zip.layout(planned)
+    whole = fill(plan, list(contents.values()))
+    assert len(whole) == plan.size
+    assert [p.start for p in plan.pieces] == plan.starts
+    assert all(
+        a.start + a.length == b.start for a, b in zip(plan.pieces, plan.pieces[1:])
+    )
+    with zipfile.ZipFile(io.BytesIO(whole)) as archive:
+        assert archive.testzip() is None
+        assert archive.namelist() == list(contents)
+        for info, member in zip(archive.infolist(), planned):
+            assert archive.read(info) == contents[member.filename]
+            assert info.external_attr >> 16 == _zip.full_mode(
+                member.filename, member.mode
+            )
+    start = data.draw(st.integers(0, plan.size))
+    end = data.draw(st.integers(start, plan.size))
+    parts = []
+    for piece, first, stop in _zip.window(plan, start, end):
+        if piece.data is None:
+            parts.append(contents[planned[piece.member].filename][first:stop])
+        else:
+            parts.append(piece.data[first:stop])
+    assert b"".join(parts) == whole[start:end]
+
+
+def test_layout_refuses_bad_names_and_is_deterministic():
+    one = [_zip.Member("a", 1, zlib.crc32(b"x"), WHEN, None, b"x")]
+    assert _zip.layout(one) == _zip.layout(list(one))
+    with pytest.raises(ValueError, match="duplicate"):
+        _zip.layout(one + one)
+    with pytest.raises(ValueError, match=r"'\.\./a'"):
+        _zip.layout([one[0]._replace(filename="../a")])

@@ -612,3 +612,26 @@ def test_many_threads_one_archive(small_sources, endpoints, tmp_path):
     for t in threads:
         t.join(WAIT)
     assert all(sha(s.received()) == sha(whole) for s in sinks)
+
+
+def test_steps_run_on_an_event_loop(endpoints, small_sources, nginx, tmp_path):
+    """What an asyncio adapter does: the same steps, driven by bytepump.aio."""
+    import asyncio
+
+    import bytepump.aio
+
+    entries = mixed_entries(small_sources)
+    size = ORIGIN_FILES["small.bin"]
+    url = nginx.url("/small.bin")
+    entries.append(ZipEntry("web", url, size=size, crc32=zlib.crc32(payload(size))))
+    archive = ZipArchive(entries, modified=WHEN)
+    whole = write_whole(archive, tmp_path / "whole.zip")
+    sink = endpoints.sink("tcp", nonblocking=True)
+    start = archive.size // 3
+
+    async def main() -> int:
+        run = archive.steps(sink.obj, (start, None), 30.0, None)
+        return await bytepump.aio.drive(run, 30.0)
+
+    assert asyncio.run(main()) == archive.size - start
+    assert sink.received() == whole[start:]
