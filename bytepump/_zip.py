@@ -255,9 +255,8 @@ def make_entry(
     if filename.endswith("/") and (size or crc32):
         raise ValueError(f"entry {filename!r}: a directory has no data")
     dos_time, dos_date = dos_datetime(modified)
-    mtime: int | None = unix_time(modified)
-    if not 0 <= mtime <= _MTIME_MAX:
-        mtime = None
+    seconds = unix_time(modified)
+    mtime = seconds if 0 <= seconds <= _MTIME_MAX else None
     return Entry(
         name, size, crc32, dos_time, dos_date, offset, mtime, full_mode(filename, mode)
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import zlib
 from collections.abc import Iterable
 from typing import Any, Callable, NamedTuple, Optional, Union
@@ -37,6 +38,7 @@ EntrySource = Union[str, "os.PathLike[str]", FdLike, bytes, None]
 
 _DIR, _INLINE, _URL, _PATH, _FD = "directory", "bytes", "url", "path", "fd"
 _HTTP_RANGE_NOT_SATISFIABLE = 416
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def _check_optional_int(name: str, what: str, value: int | None) -> None:
@@ -50,7 +52,12 @@ def _source_kind(name: str, source: object) -> str:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _INLINE
     if isinstance(source, str):
-        return _URL if source.lower().startswith(("http://", "https://")) else _PATH
+        scheme = _SCHEME.match(source)
+        if scheme is None:
+            return _PATH
+        if scheme.group(1).lower() not in ("http", "https"):
+            raise ValueError(f"entry {name!r}: only http(s) URLs, not {source!r}")
+        return _URL
     if isinstance(source, os.PathLike):
         return _PATH
     if isinstance(source, bool):
@@ -111,7 +118,7 @@ class ZipEntry:
         if kind == _INLINE:
             source = bytes(source)  # type: ignore[arg-type]
         elif kind == _PATH:
-            source = os.path.abspath(source)  # type: ignore[type-var]
+            source = os.path.abspath(source)  # type: ignore[arg-type]
         self.name = name
         self.source: Any = source
         self._kind = kind

@@ -434,6 +434,11 @@ def test_fifo_and_proc_sources_refused(tmp_path):
     [
         (lambda: ZipEntry("u", "http://127.0.0.1:1/x", size=3), ValueError, "crc32"),
         (lambda: ZipEntry("u", "https://127.0.0.1:1/x", crc32=3), ValueError, "size"),
+        (
+            lambda: ZipEntry("u", "ftp://127.0.0.1/x", size=3, crc32=0),
+            ValueError,
+            "http",
+        ),
         (lambda: ZipEntry("d/", b"x"), ValueError, "directory"),
         (lambda: ZipEntry("d", None), ValueError, "directory"),
         (lambda: ZipEntry("d/", None, size=1), ValueError, "no data"),
