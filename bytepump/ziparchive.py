@@ -37,7 +37,11 @@ EntrySource = Union[str, "os.PathLike[str]", FdLike, bytes, None]
 ``bytes``, or ``None`` for a directory."""
 
 _DIR, _INLINE, _URL, _PATH, _FD = "directory", "bytes", "url", "path", "fd"
-_HTTP_RANGE_NOT_SATISFIABLE = 416
+_CHANGED_STATUS = {
+    412: "the origin object changed since this archive first fetched it",
+    416: "the origin object is shorter than planned",
+}
+"""Origin statuses that mean the object is not the planned one."""
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -176,6 +180,8 @@ class ZipArchive:
                 raise TypeError(f"entries must be ZipEntry objects, not {entry!r}")
             names.add(entry.name)  # before any file is read
         self._planned: list[_Planned] = []
+        self._validators: dict[ZipEntry, str] = {}
+        """Each URL entry's validator, from the first response for it."""
         members = [self._plan(entry, modified) for entry in self.entries]
         self._layout = _zip.layout(members, names_checked=True)
         times = [_zip.unix_time(member.modified) for member in members]
@@ -278,7 +284,8 @@ class ZipArchive:
         ``ValueError`` before anything is written for a window outside
         ``0 <= start <= end <= size``. A source that turns out different
         from the plan — a local file whose size or mtime changed, an origin
-        object of another size, one that ends early — is a ``ValueError``
+        object of another size or, once this archive has fetched it, with
+        another ETag or Last-Modified, one that ends early — is a ``ValueError``
         naming the entry, raised before that entry's bytes go out where it
         can be told (size, mtime, the origin's stated size) and otherwise
         as soon as it shows. Every exception raised once bytes may have
@@ -378,16 +385,16 @@ class ZipArchive:
         """Move ``count`` bytes of an entry's data from its byte ``offset``."""
         entry = planned.entry
         if entry._kind == _URL:
-            fetch = _PlannedFetch(planned, dst, timeout, offset, count, on_progress)
+            fetch = _PlannedFetch(
+                planned, self._validators, dst, timeout, offset, count, on_progress
+            )
             try:
                 return (yield from fetch.steps())
             except HTTPStatusError as exc:
-                if exc.status != _HTTP_RANGE_NOT_SATISFIABLE:
+                why = _CHANGED_STATUS.get(exc.status)
+                if why is None:
                     raise
-                raise ValueError(
-                    f"entry {entry.name!r}: the origin has no byte {offset}:"
-                    " the object is shorter than planned"
-                ) from exc
+                raise ValueError(f"entry {entry.name!r}: {why}") from exc
         with opened_file(entry.source, entry.name) as (obj, st):
             stamp = (st.st_size, st.st_mtime_ns)
             if stamp != planned.stamp:
@@ -397,37 +404,53 @@ class ZipArchive:
             return (yield from steps(transfer))
 
 
+def _precondition(validator: str) -> tuple[str, str]:
+    """The request field that makes the origin answer 412 unless its object
+    still has ``validator`` (a strong ETag, or a Last-Modified date)."""
+    if validator.startswith('"'):
+        return ("If-Match", validator)
+    return ("If-Unmodified-Since", validator)
+
+
 class _PlannedFetch(Fetch):
-    """:func:`bytepump.splice_from` that refuses an origin object whose size
-    is not the planned one, before a byte of its body reaches ``dst``."""
+    """:func:`bytepump.splice_from` that refuses an origin object that is
+    not the planned one, before a byte of its body reaches ``dst``: one of
+    another size, or, once the archive has fetched the entry before, one
+    whose validator changed (``If-Match`` / ``If-Unmodified-Since``, so a
+    download resumed from this archive never mixes two versions)."""
 
     def __init__(
         self,
         planned: _Planned,
+        validators: dict[ZipEntry, str],
         dst: FdLike,
         timeout: float | None,
         offset: int,
         length: int,
         on_progress: ProgressCallback,
     ) -> None:
+        known = validators.get(planned.entry)
         super().__init__(
             dst,
             planned.entry.source,
             timeout,
             offset=offset,
             length=length,
-            headers=None,
+            headers=None if known is None else [_precondition(known)],
             on_progress=on_progress,
             retries=3,
             max_redirects=5,
         )
         self._planned = planned
+        self._validators = validators
 
     def _accept(self, head: Any, want: int) -> Any:
         framing = super()._accept(head, want)
         if self.total is not None and self.total != self._planned.size:
             what = "the origin's object size"
             raise _mismatch(self._planned.entry, what, self._planned.size, self.total)
+        if self.validator is not None:
+            self._validators.setdefault(self._planned.entry, self.validator)
         return framing
 
 

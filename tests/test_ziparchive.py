@@ -640,3 +640,31 @@ def test_steps_run_on_an_event_loop(endpoints, small_sources, nginx, tmp_path):
 
     assert asyncio.run(main()) == archive.size - start
     assert sink.received() == whole[start:]
+
+
+def test_origin_object_replaced_between_windows(origin, tmp_path):
+    """The first window remembers the object's ETag; the next one asks with
+    If-Match, and the origin's 412 (a new version) is a ValueError."""
+    body = b"v" * 1000
+
+    def handler(conn, request, index):
+        if index == 0:
+            assert request.headers.get("If-Match") is None
+            headers = {"Content-Length": "1000", "ETag": '"v1"'}
+            origin_object(conn, "200 OK", headers, body)
+        else:
+            assert request.headers.get("If-Match") == '"v1"'
+            origin_object(conn, "412 Precondition Failed", {"Content-Length": "0"}, b"")
+
+    origin.serve(handler)
+    web = ZipEntry("web", origin.url(), size=1000, crc32=zlib.crc32(body))
+    archive = ZipArchive([web], modified=WHEN)
+    whole = write_whole(archive, tmp_path / "whole.zip")
+    check_zip(tmp_path / "whole.zip", {"web": body})
+    with (
+        open(tmp_path / "part", "wb") as dst,
+        pytest.raises(ValueError, match="changed"),
+    ):
+        archive.splice_to(dst, start=100)
+    assert len(whole) == archive.size
+    assert origin.connections == 2
