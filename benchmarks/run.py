@@ -4,7 +4,8 @@ zero-copy peers (``socket.sendfile``/``os.sendfile``, a bare ``os.splice``
 loop, the same splice calls in a C loop).
 
     python3 benchmarks/run.py --quick     # 64 KiB, 4 MiB, 256 MiB: under a minute
-    python3 benchmarks/run.py             # --full: 1 GiB as well
+    python3 benchmarks/run.py             # --full: 1 GiB and the HTTP scenario
+    python3 benchmarks/run.py --http-only # wrk against serve, nginx, http.server
     pypy3 benchmarks/run.py --quick
 
 Scenarios: file → TCP, TCP → TCP, TCP → file, pipe → file, file → file and
@@ -41,6 +42,7 @@ sys.path.insert(1, os.path.dirname(HERE))  # this checkout's bytepump first
 
 import _contenders  # noqa: E402
 import _cref  # noqa: E402
+import _http  # noqa: E402
 import _report  # noqa: E402
 from _ends import SCENARIOS, Bench, Scenario  # noqa: E402
 
@@ -270,6 +272,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-pin", action="store_true", help="leave processes unpinned to CPUs"
     )
+    http = parser.add_mutually_exclusive_group()
+    http.add_argument("--http", action="store_true", help="HTTP scenario, any mode")
+    http.add_argument("--no-http", action="store_true", help="no HTTP scenario")
+    http.add_argument("--http-only", action="store_true", help="HTTP scenario alone")
+    parser.add_argument("--http-rounds", type=int, default=3, help="wrk rounds")
+    parser.add_argument("--http-seconds", type=float, default=4, help="per wrk run")
     return parser.parse_args(argv)
 
 
@@ -353,8 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     started, busy, ours = time.perf_counter(), busy_cpu_seconds(), os.times()
     work = tempfile.mkdtemp(prefix="bytepump-bench-")
     notes: list[str] = []
+    http: dict[str, Any] | None = None
     try:
-        cells = measure(args, plan, work, notes)
+        cells = [] if args.http_only else measure(args, plan, work, notes)
+        if args.http_only or args.http or (plan.mode == "full" and not args.no_http):
+            http = _http.run(work, args.http_rounds, args.http_seconds)
+            notes += http["notes"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     wall = time.perf_counter() - started
@@ -365,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     notes.append(f"other processes used {others:.1f} CPU s ({share:.0%} of the CPUs)")
     if share > 0.05:
         notes.append("WARNING: the machine was not quiet; figures may be skewed")
-    return report(args, plan, [c.as_dict() for c in cells], notes, wall)
+    return report(args, plan, [c.as_dict() for c in cells], notes, wall, http)
 
 
 def report(
@@ -374,23 +386,30 @@ def report(
     cells: list[dict[str, Any]],
     notes: list[str],
     wall: float,
+    http: dict[str, Any] | None = None,
 ) -> int:
     results = _report.Results(cells)
     other_impl = "pypy" if IMPL == "cpython" else "cpython"
     other = _report.latest(args.results_dir, other_impl, plan.mode)
-    found = _report.targets(results, IMPL, other)
+    found = [] if args.http_only else _report.targets(results, IMPL, other)
+    if http:
+        found += _http.targets(http)
     info = machine()
     title = f"{IMPL} {info['python']}, {plan.mode} mode"
     print(f"## bytepump benchmarks: {title}\n")
     print(f"{info.get('cpu', '?')}, {info['cpus']} CPUs, {info['platform']}\n")
     for note in notes:
         print(f"- {note}")
-    print(f"\n{_report.table(results, plan.runs)}\n{_report.targets_text(found)}\n")
+    if cells:
+        print(f"\n{_report.table(results, plan.runs)}")
+    if http and http["runs"]:
+        print(f"\n### HTTP: wrk against the servers\n\n{_http.table(http)}")
+    print(f"\n{_report.targets_text(found)}\n")
     os.makedirs(args.results_dir, exist_ok=True)
     base = os.path.join(
         args.results_dir, f"{IMPL}-{plan.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    if not args.no_chart:
+    if cells and not args.no_chart:
         why_not = _report.chart(results, f"bytepump: {title}", base + ".png")
         print(why_not or f"chart: {base}.png")
     document = {
@@ -398,6 +417,7 @@ def report(
         "notes": notes,
         "cells": cells,
         "targets": [t.as_dict() for t in found],
+        "http": http,
     }
     with open(base + ".json", "w") as f:
         json.dump(document, f, indent=1)

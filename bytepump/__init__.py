@@ -19,7 +19,7 @@ from ._errors import (
     UpstreamTimeout,
 )
 from ._http1 import ResponseHead
-from .edge import skip_headers, splice_from
+from .edge import OriginResponse, fetch, skip_headers, splice_from
 from .pump import splice_to
 from .ziparchive import ZipArchive, ZipEntry
 from .zipstream import ZipStreamer
@@ -30,6 +30,7 @@ __all__ = [
     "DownstreamTimeout",
     "HTTPStatusError",
     "IncompleteBody",
+    "OriginResponse",
     "ProtocolError",
     "ResponseHead",
     "SpliceUnsupported",
@@ -39,6 +40,7 @@ __all__ = [
     "ZipEntry",
     "ZipStreamer",
     "__version__",
+    "fetch",
     "skip_headers",
     "splice_from",
     "splice_to",
@@ -46,8 +48,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # bytepump.aio works after a plain ``import bytepump`` without making
-    # every user pay for importing asyncio.
-    if name == "aio":
-        return importlib.import_module(".aio", __name__)
+    # bytepump.aio and bytepump.wsgi work after a plain ``import bytepump``
+    # without making every user pay for importing asyncio or threading.
+    if name in ("aio", "wsgi"):
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'bytepump' has no attribute {name!r}")

@@ -20,8 +20,9 @@ their callback.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
-from collections.abc import Collection
+from collections.abc import Collection, Generator
 from typing import Any
 
 from . import _http1
@@ -31,19 +32,35 @@ from ._http1 import HeaderPairs, ResponseHead
 from ._pump import ProgressCallback
 from ._transfer import Steps, T, Transfer, steps
 from ._waiters import READ, Wait, timeout_error
-from .edge import ACCEPTED, Fetch, skip_headers_steps
+from .edge import (
+    ACCEPTED,
+    Fetch,
+    OriginBase,
+    _check_dst,
+    fetch_steps,
+    skip_headers_steps,
+)
 
-__all__ = ["skip_headers", "splice_from", "splice_to"]
+__all__ = ["OriginResponse", "fetch", "skip_headers", "splice_from", "splice_to"]
 
 
 async def _ready(
     loop: asyncio.AbstractEventLoop, wait: Wait, timeout: float | None
 ) -> None:
+    # The future is awaited directly and timed out by a loop timer, not with
+    # asyncio.wait_for: before Python 3.12, wait_for swallows a cancellation
+    # that arrives in the same loop pass as the result, and the task would
+    # run on. Awaiting a plain future, a cancel() either cancels it or (once
+    # it has its result) is delivered at the task's next step.
     future = loop.create_future()
 
     def wake() -> None:
         if not future.done():
             future.set_result(None)
+
+    def expire() -> None:
+        if not future.done():
+            future.set_exception(timeout_error(wait, timeout))
 
     if wait.events == READ:
         add, remove = loop.add_reader, loop.remove_reader
@@ -53,12 +70,15 @@ async def _ready(
         add(wait.fd, wake)
     except PermissionError:
         return  # the file does not support polling (/dev/null): always ready
+    timer = None
+    if timeout is not None and not math.isinf(timeout):
+        timer = loop.call_later(timeout, expire)
     try:
-        await asyncio.wait_for(future, timeout)
-    except asyncio.TimeoutError:
-        raise timeout_error(wait, timeout) from None
+        await future
     finally:
         remove(wait.fd)
+        if timer is not None:
+            timer.cancel()
 
 
 async def splice_to(
@@ -95,28 +115,109 @@ async def splice_from(
     redirect to another host name is looked up with a blocking
     ``getaddrinfo`` (an IP address needs no lookup).
     """
-    fetch = Fetch(
-        dst,
+    job = Fetch(
         url,
         timeout,
         offset=offset,
         length=length,
         headers=headers,
-        on_progress=on_progress,
         retries=retries,
         max_redirects=max_redirects,
     )
-    if fetch.connects:
-        host, port = fetch.origin.host, fetch.origin.port
-        loop = asyncio.get_running_loop()
+    _check_dst(dst)
+    await _resolve(job)
+    return await drive(fetch_steps(job, dst, on_progress), timeout)
+
+
+async def _resolve(job: Fetch) -> None:
+    """Look the URL's host up on the loop, for ``job`` to connect to."""
+    if not job.connects:
+        return
+    host, port = job.origin.host, job.origin.port
+    loop = asyncio.get_running_loop()
+    try:
+        job.addresses[host, port] = await loop.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )
+    except BaseException as exc:  # gaierror, cancellation: nothing written
+        annotate(exc, 0)
+        raise
+
+
+class OriginResponse(OriginBase):
+    """:class:`bytepump.OriginResponse` for the loop: ``await
+    origin.splice_to(dst)``; an async context manager closing the
+    connection."""
+
+    async def splice_to(self, dst: Any, *, on_progress: ProgressCallback = None) -> int:
+        """Await the body spliced into ``dst``; see
+        :meth:`bytepump.OriginResponse.splice_to`."""
+        return await drive(self._body_steps(dst, on_progress), self._fetch.timeout)
+
+    async def __aenter__(self) -> OriginResponse:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _Opening:
+    """What :func:`fetch` returns: awaitable (the response) and usable as
+    ``async with`` (the response, closed at the end of the block)."""
+
+    def __init__(self, job: Fetch) -> None:
+        self._job = job
+        self._response: OriginResponse | None = None
+
+    async def _open(self) -> OriginResponse:
         try:
-            fetch.addresses[host, port] = await loop.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except BaseException as exc:  # gaierror, cancellation: nothing written
-            annotate(exc, 0)
+            await _resolve(self._job)
+            await drive(self._job.open(), self._job.timeout)
+        except BaseException:
+            self._job.close()
             raise
-    return await drive(fetch.steps(), timeout)
+        return OriginResponse(self._job)
+
+    def __await__(self) -> Generator[Any, None, OriginResponse]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> OriginResponse:
+        self._response = await self._open()
+        return self._response
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._response is not None:
+            self._response.close()
+
+
+def fetch(
+    url: str,
+    timeout: float | None = 60.0,
+    *,
+    offset: int = 0,
+    length: int | None = None,
+    headers: HeaderPairs | None = None,
+    retries: int = 3,
+    max_redirects: int = 5,
+    suffix: int | None = None,
+    if_range: str | None = None,
+) -> _Opening:
+    """:func:`bytepump.fetch` on the loop: ``async with aio.fetch(url) as
+    origin:`` (or ``origin = await aio.fetch(url)``), then ``await
+    origin.splice_to(dst)``. The arguments are checked at once."""
+    return _Opening(
+        Fetch(
+            url,
+            timeout,
+            offset=offset,
+            length=length,
+            headers=headers,
+            retries=retries,
+            max_redirects=max_redirects,
+            suffix=suffix,
+            if_range=if_range,
+        )
+    )
 
 
 async def skip_headers(

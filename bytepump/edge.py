@@ -320,8 +320,9 @@ def _check_count(name: str, value: int) -> None:
 
 
 class Fetch:
-    """One :func:`splice_from` call: requests, redirects, resumes, byte
-    accounting, as a generator of waits (:meth:`steps`).
+    """One fetch of an object: requests, redirects, resumes, byte
+    accounting, as generators of waits: :meth:`open` up to the accepted
+    head, :meth:`body` for the rest.
 
     Constructing it checks every argument, before a name is resolved or a
     connection made. ``delivered`` counts the bytes in ``dst``; the next
@@ -332,64 +333,113 @@ class Fetch:
 
     def __init__(
         self,
-        dst: Any,
         url: str,
         timeout: float | None,
         *,
         offset: int,
         length: int | None,
         headers: HeaderPairs | None,
-        on_progress: ProgressCallback,
         retries: int,
         max_redirects: int,
+        suffix: int | None = None,
+        if_range: str | None = None,
     ) -> None:
         _check_count("offset", offset)
         _check_count("retries", retries)
         _check_count("max_redirects", max_redirects)
         if length is not None:
             _check_count("length", length)
+        if suffix is not None:
+            _check_count("suffix", suffix)
+            if not suffix:
+                raise ValueError("suffix must be positive: no byte is the last 0")
+            if offset or length is not None:
+                raise ValueError("suffix excludes offset and length")
         check_timeout(timeout)
         self.origin = _http1.parse_url(url)
         self.fields = _http1.check_headers(headers)
-        _check_dst(dst)
-        self.dst = dst
+        if if_range is not None:
+            self.if_range: str | None = _http1.check_headers([("If", if_range)])[0][1]
+            if not (suffix or offset or length is not None):
+                raise ValueError("if_range needs a range (offset, length or suffix)")
+        else:
+            self.if_range = None
         self.url = url
         self.timeout = timeout
         self.offset = offset
         self.end = None if length is None else offset + length
-        self.on_progress = on_progress
+        self.suffix = suffix
         self.retries = retries
         self.redirects_left = max_redirects
         self.addresses: dict[tuple[str, int], Addresses] = {}
         """``getaddrinfo`` results by (host, port), looked up once per call;
         a driver may fill it in beforehand (bytepump.aio does, on the loop)."""
+        self.dst: Any = None
+        self.on_progress: ProgressCallback = None
+        self.head: ResponseHead | None = None
+        """The first accepted response's head, once :meth:`open` is done."""
         self.delivered = 0
         self.started = False
         """Whether an accepted response's body has begun; only then is an
         origin's failure retried."""
         self.validator: str | None = None
         self.total: int | None = None
+        self.limit: int | None = None
+        """The object offset where the whole call ends: the end the first
+        response promised (within the asked-for window); ``None`` for a body
+        delimited by closing the connection or chunked, of unknown size."""
+        self.used = False
+        self._sock: Any = None
+        self._framing = _http1.Framing(False, 0)
+        self._stop: int | None = None
+        """Where the current response's body stops being delivered."""
         self._pos = 0
         self._devnull = -1
 
     @property
     def connects(self) -> bool:
-        """Whether :meth:`steps` will connect at all (not for ``length=0``)."""
-        return not self._window_full
+        """Whether :meth:`open` will connect at all (not for ``length=0``)."""
+        return self.end is None or self.offset < self.end
 
-    def steps(self) -> Steps[int]:
-        """The whole call but the waiting; returns the bytes written to
-        ``dst``. Every exception carries ``.transferred``."""
+    @property
+    def length(self) -> int | None:
+        """The bytes :meth:`body` will write; ``None`` if unknown."""
         if not self.connects:
             return 0
+        return None if self.limit is None else max(0, self.limit - self.offset)
+
+    def open(self) -> Steps[None]:
+        """The first request, up to its accepted 200/206 head; its errors
+        are raised as they are (never retried) and carry ``.transferred``
+        (0)."""
+        if not self.connects:
+            return
+        try:
+            yield from self._respond(self.offset)
+        except BaseException as exc:
+            annotate(exc, 0)
+            raise
+
+    def body(self, dst: Any, on_progress: ProgressCallback) -> Steps[int]:
+        """Move the body :meth:`open` reached into ``dst``, resuming as
+        :func:`splice_from` does; returns the bytes written. Runs once; the
+        origin connection is closed when it ends. Every exception carries
+        ``.transferred``."""
+        if self.used:
+            raise ValueError("this origin response's body was already taken")
+        self.used = True
+        self.dst, self.on_progress = dst, on_progress
         reconnections = 0
         try:
-            while True:
+            while self.head is not None:
                 try:
-                    yield from self._attempt()
-                    return self.delivered
+                    if self._sock is None:
+                        yield from self._respond(self.offset + self.delivered)
+                    yield from self._move_body()
+                    break
                 except Exception as exc:
-                    if not (self.started and is_upstream(exc)):
+                    self._close_socket()
+                    if not is_upstream(exc):
                         raise
                     if reconnections == self.retries or self.validator is None:
                         raise IncompleteBody(
@@ -400,8 +450,20 @@ class Fetch:
             annotate(exc, self.delivered)
             raise
         finally:
-            if self._devnull >= 0:
-                os.close(self._devnull)
+            self.close()
+        return self.delivered
+
+    def close(self) -> None:
+        """Close the origin connection and anything else still open."""
+        self._close_socket()
+        if self._devnull >= 0:
+            os.close(self._devnull)
+            self._devnull = -1
+
+    def _close_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
     def _incomplete(self, exc: BaseException) -> str:
         if self.validator is None:
@@ -414,22 +476,40 @@ class Fetch:
         )
 
     @property
-    def _window_full(self) -> bool:
-        return self.end is not None and self.offset + self.delivered >= self.end
-
-    @property
     def _who(self) -> str:
         return f"origin {self.origin.authority}"
 
-    def _attempt(self) -> Steps[None]:
-        want = self.offset + self.delivered
+    def _respond(self, want: int) -> Steps[None]:
+        """Request the object from byte ``want`` on and check the answer;
+        leaves its socket at the first body byte."""
         head, sock = yield from self._request(want)
+        try:
+            self._framing = self._accept(head, want)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+
+    def _move_body(self) -> Steps[None]:
+        """Deliver the current response's body, then close its socket."""
+        sock = self._sock
         with sock:
-            framing = self._accept(head, want)
-            if framing.chunked:
+            if self._framing.chunked:
                 yield from self._chunked_body(sock)
             else:
-                yield from self._segment(sock, framing.length)
+                yield from self._segment(sock, self._framing.length)
+        self._sock = None
+        reached = self.offset + self.delivered
+        if self.limit is not None and reached < self.limit:
+            # A well-framed but short response (a resumed 206 covering less
+            # than was asked): the rest is asked for again, never a short
+            # success.
+            raise mark_upstream(
+                ProtocolError(
+                    f"origin's response ended at byte {reached}, "
+                    f"before byte {self.limit}"
+                )
+            )
 
     # -- requests and responses --
 
@@ -441,10 +521,13 @@ class Fetch:
             ("Accept-Encoding", "identity"),
             ("Connection", "close"),
         ]
-        if want or self.end is not None:
+        if self.suffix is not None:
+            fields.append(("Range", f"bytes=-{self.suffix}"))
+        elif self._ranged(want):
             fields.append(("Range", _http1.range_value(want, self.end)))
-        if self.started and self.validator is not None:
-            fields.append(("If-Range", self.validator))
+        if_range = self.validator if self.started else self.if_range
+        if if_range is not None and self._ranged(want):
+            fields.append(("If-Range", if_range))
         # The caller's Host, User-Agent or Accept-Encoding replace ours.
         theirs = {name.lower() for name, _ in self.fields}
         return [f for f in fields if f[0].lower() not in theirs] + self.fields
@@ -466,6 +549,10 @@ class Fetch:
             sock.close()
             self._follow(head)
 
+    def _ranged(self, want: int) -> bool:
+        """Whether the request for byte ``want`` onward carries a Range."""
+        return bool(want) or self.end is not None or self.suffix is not None
+
     def _resolve(self, origin: Origin) -> Addresses:
         key = (origin.host, origin.port)
         if key not in self.addresses:
@@ -481,12 +568,20 @@ class Fetch:
 
     def _final_head(self, sock: Any) -> Steps[ResponseHead]:
         # Interim 1xx responses (103 Early Hints, a stray 100) come before
-        # the real one and are skipped; 101 would switch protocols.
+        # the real one and are skipped; 101 would switch protocols. All of
+        # them together are held to the head size limit, so an origin
+        # cannot keep the call reading interim heads forever.
+        budget = _http1.MAX_HEAD
         while True:
-            reader = _http1.HeadReader()
+            reader = _http1.HeadReader(budget)
             head = yield from _read_head(sock, reader, None, self._who)
             if not 100 <= head.status < 200 or head.status == 101:
                 return head
+            budget -= len(head.raw)
+            if budget < 1:
+                raise ProtocolError(
+                    f"interim responses longer than {_http1.MAX_HEAD} bytes"
+                )
 
     def _follow(self, head: ResponseHead) -> None:
         """Move to a redirect's target, or raise HTTPStatusError."""
@@ -523,10 +618,16 @@ class Fetch:
         the first response; returns the body's framing."""
         framing = _http1.body_framing(head)
         if head.status == 206:
+            if not self._ranged(want):
+                raise ProtocolError("206 response to a request without Range")
             value = head.headers.get("Content-Range")
             if value is None:
                 raise ProtocolError("206 response without Content-Range")
             rng = _http1.parse_content_range(value)
+            if self.suffix is not None:
+                # The origin says where the last ``suffix`` bytes begin.
+                self.offset = want = rng.first
+                self.suffix = None
             if rng.first != want:
                 raise ProtocolError(
                     f"206 response starts at byte {rng.first}, not at {want}"
@@ -536,13 +637,22 @@ class Fetch:
                     f"Content-Length {framing.length} disagrees with "
                     f"Content-Range {value!r}"
                 )
-            first, total = want, rng.complete
+            if not framing.chunked and framing.length is None:
+                # Delimited by closing, yet never past its Content-Range.
+                framing = _http1.Framing(False, rng.last - rng.first + 1)
+            first, total, stop = want, rng.complete, rng.last + 1
         else:
-            first, total = 0, framing.length
+            if not self.started:
+                self._whole_or_skip(framing)
+            first, total, stop = 0, framing.length, framing.length
         if not self.started:
             self.started = True
+            self.head = head
             self.validator = _http1.validator(head)
             self.total = total
+            # A first 206 shorter than asked (and than the object) promises
+            # the rest too: it is asked for as a resume.
+            self.limit = _earliest(self.end, stop if total is None else total)
         elif (
             self.validator is None
             or _http1.representation_changed(self.validator, head)
@@ -554,13 +664,29 @@ class Fetch:
             # not one byte of a different object reaches dst.
             raise ProtocolError("the object changed at the origin during the fetch")
         self._pos = first
+        self._stop = _earliest(self.limit, stop)
         return framing
+
+    def _whole_or_skip(self, framing: _http1.Framing) -> None:
+        """Where a first 200 answering a ranged request is taken from: all
+        of it when the caller sent If-Range (their validator no longer
+        matches, so RFC 9110 says: the whole representation), else from the
+        wanted byte, the ones before it skipped."""
+        if self.if_range is not None:
+            self.offset, self.end = 0, None
+        elif self.suffix is not None:
+            if framing.length is None:
+                raise ProtocolError(
+                    "origin answered a suffix range with a 200 of unknown length"
+                )
+            self.offset = max(0, framing.length - self.suffix)
+        self.suffix = None
 
     # -- bodies --
 
     def _chunked_body(self, sock: Any) -> Steps[None]:
         decoder = _http1.ChunkedDecoder()
-        while not decoder.done and not self._window_full:
+        while not decoder.done and (self._stop is None or self._pos < self._stop):
             if decoder.data_due:
                 moved = yield from self._segment(sock, decoder.data_due)
                 decoder.data_moved(moved)
@@ -583,8 +709,8 @@ class Fetch:
             if moved < count:
                 return self._ended(size, self._pos - start)
         count = None if size is None else size - (self._pos - start)
-        if self.end is not None:
-            left = self.end - self._pos
+        if self._stop is not None:
+            left = max(0, self._stop - self._pos)
             count = left if count is None else min(count, left)
         if count == 0:
             return self._pos - start
@@ -619,6 +745,13 @@ class Fetch:
         if self._devnull < 0:
             self._devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         return self._devnull
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    """The smaller of two ends, ``None`` standing for "no end"."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 def splice_from(
@@ -660,17 +793,158 @@ def splice_from(
     (splicing a TLS socket would move ciphertext).
     """
     fetch = Fetch(
-        dst,
         url,
         timeout,
         offset=offset,
         length=length,
         headers=headers,
-        on_progress=on_progress,
         retries=retries,
         max_redirects=max_redirects,
     )
-    return drive(fetch.steps(), timeout)
+    _check_dst(dst)
+    return drive(fetch_steps(fetch, dst, on_progress), timeout)
 
 
-__all__ = ["ResponseHead", "skip_headers", "splice_from"]
+def fetch_steps(fetch: Fetch, dst: Any, on_progress: ProgressCallback) -> Steps[int]:
+    """:func:`splice_from` as one generator of waits: ``fetch``'s first
+    request, then its body into ``dst``. The origin connection is closed on
+    every path."""
+    try:
+        yield from fetch.open()
+        return (yield from fetch.body(dst, on_progress))
+    finally:
+        fetch.close()
+
+
+class OriginBase:
+    """What :class:`OriginResponse` and its asyncio twin share: the
+    accepted head and what it says about the body. Not for direct use."""
+
+    def __init__(self, fetch: Fetch) -> None:
+        self._fetch = fetch
+
+    @property
+    def head(self) -> ResponseHead | None:
+        """The accepted 200/206 response head (``None`` for ``length=0``,
+        which contacts no origin)."""
+        return self._fetch.head
+
+    @property
+    def status(self) -> int | None:
+        """The accepted head's status, 200 or 206."""
+        head = self._fetch.head
+        return None if head is None else head.status
+
+    @property
+    def headers(self) -> Any:
+        """The accepted head's fields (case-insensitive ``HTTPMessage``)."""
+        head = self._fetch.head
+        return None if head is None else head.headers
+
+    @property
+    def offset(self) -> int:
+        """The object offset of the first byte ``splice_to`` writes (for a
+        suffix range, where the origin said the suffix begins)."""
+        return self._fetch.offset
+
+    @property
+    def length(self) -> int | None:
+        """The bytes ``splice_to`` will write: from Content-Length or
+        Content-Range, less the leading bytes skipped when a ranged request
+        got a 200; ``None`` for a chunked or close-delimited body of unknown
+        size."""
+        return self._fetch.length
+
+    @property
+    def total(self) -> int | None:
+        """The whole object's size, when the origin said it."""
+        return self._fetch.total
+
+    @property
+    def validator(self) -> str | None:
+        """The strong ETag or Last-Modified a resume would be checked with."""
+        return self._fetch.validator
+
+    def close(self) -> None:
+        """Close the origin connection (the body, if not spliced, is lost)."""
+        self._fetch.close()
+
+    def _body_steps(self, dst: Any, on_progress: ProgressCallback) -> Steps[int]:
+        _check_dst(dst)
+        return self._fetch.body(dst, on_progress)
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.status} {self._fetch.url!r} "
+            f"length={self.length} total={self.total}>"
+        )
+
+
+class OriginResponse(OriginBase):
+    """An origin's accepted response, its body not yet read (see
+    :func:`fetch`). A context manager that closes the connection."""
+
+    def splice_to(self, dst: Any, *, on_progress: ProgressCallback = None) -> int:
+        """Splice the body into ``dst`` with every rule of
+        :func:`splice_from` (resume, ``IncompleteBody``, ``.transferred``);
+        returns the bytes written. Once only: a second call is a
+        ``ValueError``. The connection is closed when it returns or raises.
+        """
+        return drive(self._body_steps(dst, on_progress), self._fetch.timeout)
+
+    def __enter__(self) -> OriginResponse:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def fetch(
+    url: str,
+    timeout: float | None = 60.0,
+    *,
+    offset: int = 0,
+    length: int | None = None,
+    headers: HeaderPairs | None = None,
+    retries: int = 3,
+    max_redirects: int = 5,
+    suffix: int | None = None,
+    if_range: str | None = None,
+) -> OriginResponse:
+    """:func:`splice_from` in two steps: GET ``url`` up to the accepted
+    200/206 head, with the same checks, redirects and errors, and return an
+    :class:`OriginResponse` whose ``splice_to(dst)`` moves the body.
+
+    Beyond :func:`splice_from`'s arguments: ``suffix=n`` asks for the
+    object's last ``n`` bytes (``Range: bytes=-n``; not with ``offset`` or
+    ``length``), and ``if_range`` (an entity-tag or HTTP date, a client's
+    ``If-Range`` passed on) goes with the first ranged request, so that a
+    200 answering it carries the whole object and is delivered whole.
+    ``length=0`` contacts no origin: ``head`` is ``None``, ``length`` 0.
+    """
+    job = Fetch(
+        url,
+        timeout,
+        offset=offset,
+        length=length,
+        headers=headers,
+        retries=retries,
+        max_redirects=max_redirects,
+        suffix=suffix,
+        if_range=if_range,
+    )
+    try:
+        drive(job.open(), timeout)
+    except BaseException:
+        job.close()
+        raise
+    return OriginResponse(job)
+
+
+__all__ = [
+    "OriginResponse",
+    "ResponseHead",
+    "fetch",
+    "skip_headers",
+    "splice_from",
+]

@@ -385,16 +385,8 @@ class ZipArchive:
         """Move ``count`` bytes of an entry's data from its byte ``offset``."""
         entry = planned.entry
         if entry._kind == _URL:
-            fetch = _PlannedFetch(
-                planned, self._validators, dst, timeout, offset, count, on_progress
-            )
-            try:
-                return (yield from fetch.steps())
-            except HTTPStatusError as exc:
-                why = _CHANGED_STATUS.get(exc.status)
-                if why is None:
-                    raise
-                raise ValueError(f"entry {entry.name!r}: {why}") from exc
+            run = self._fetch(planned, dst, offset, count, timeout, on_progress)
+            return (yield from run)
         with opened_file(entry.source, entry.name) as (obj, st):
             stamp = (st.st_size, st.st_mtime_ns)
             if stamp != planned.stamp:
@@ -403,6 +395,49 @@ class ZipArchive:
             transfer = Transfer(obj, dst, timeout, count, offset, on_progress, True)
             return (yield from steps(transfer))
 
+    def _fetch(
+        self,
+        planned: _Planned,
+        dst: FdLike,
+        offset: int,
+        count: int,
+        timeout: float | None,
+        on_progress: ProgressCallback,
+    ) -> Steps[int]:
+        """:func:`bytepump.splice_from` of a URL entry's bytes that refuses
+        an origin object that is not the planned one before a byte of its
+        body reaches ``dst``: one of another size, or, once this archive has
+        fetched the entry before, one whose validator changed (sent as
+        ``If-Match`` / ``If-Unmodified-Since``, so a download resumed from
+        this archive never mixes two versions of an object)."""
+        entry = planned.entry
+        known = self._validators.get(entry)
+        job = Fetch(
+            entry.source,
+            timeout,
+            offset=offset,
+            length=count,
+            headers=None if known is None else [_precondition(known)],
+            retries=3,
+            max_redirects=5,
+        )
+        try:
+            try:
+                yield from job.open()
+            except HTTPStatusError as exc:
+                why = _CHANGED_STATUS.get(exc.status)
+                if why is None:
+                    raise
+                raise ValueError(f"entry {entry.name!r}: {why}") from exc
+            if job.total is not None and job.total != planned.size:
+                what = "the origin's object size"
+                raise _mismatch(entry, what, planned.size, job.total)
+            if job.validator is not None:
+                self._validators.setdefault(entry, job.validator)
+            return (yield from job.body(dst, on_progress))
+        finally:
+            job.close()
+
 
 def _precondition(validator: str) -> tuple[str, str]:
     """The request field that makes the origin answer 412 unless its object
@@ -410,48 +445,6 @@ def _precondition(validator: str) -> tuple[str, str]:
     if validator.startswith('"'):
         return ("If-Match", validator)
     return ("If-Unmodified-Since", validator)
-
-
-class _PlannedFetch(Fetch):
-    """:func:`bytepump.splice_from` that refuses an origin object that is
-    not the planned one, before a byte of its body reaches ``dst``: one of
-    another size, or, once the archive has fetched the entry before, one
-    whose validator changed (``If-Match`` / ``If-Unmodified-Since``, so a
-    download resumed from this archive never mixes two versions)."""
-
-    def __init__(
-        self,
-        planned: _Planned,
-        validators: dict[ZipEntry, str],
-        dst: FdLike,
-        timeout: float | None,
-        offset: int,
-        length: int,
-        on_progress: ProgressCallback,
-    ) -> None:
-        known = validators.get(planned.entry)
-        super().__init__(
-            dst,
-            planned.entry.source,
-            timeout,
-            offset=offset,
-            length=length,
-            headers=None if known is None else [_precondition(known)],
-            on_progress=on_progress,
-            retries=3,
-            max_redirects=5,
-        )
-        self._planned = planned
-        self._validators = validators
-
-    def _accept(self, head: Any, want: int) -> Any:
-        framing = super()._accept(head, want)
-        if self.total is not None and self.total != self._planned.size:
-            what = "the origin's object size"
-            raise _mismatch(self._planned.entry, what, self._planned.size, self.total)
-        if self.validator is not None:
-            self._validators.setdefault(self._planned.entry, self.validator)
-        return framing
 
 
 __all__ = ["ZipArchive", "ZipEntry"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 
 import pytest
 from conftest import (
@@ -146,3 +147,39 @@ def test_bad_input_is_refused_before_the_loop_waits(endpoints):
         run(aio.splice_to(object(), dst.obj))
     with pytest.raises(ValueError):
         run(aio.splice_to(dst.obj, dst.obj))
+
+
+def test_a_cancel_arriving_with_readiness_is_never_lost():
+    """A cancel() in the same loop pass as the descriptor's readiness must
+    still cancel (asyncio.wait_for before 3.12 swallowed it: the transfer
+    then ran on until its timeout)."""
+
+    async def one_try(passes: int) -> BaseException | None:
+        r, w = os.pipe()
+        try:
+            with open(os.devnull, "wb") as sink:
+                task = asyncio.ensure_future(aio.splice_to(r, sink, WAIT))
+                await asyncio.sleep(0)  # now it waits on the empty pipe
+                os.write(w, b"x")
+                for _ in range(passes):
+                    await asyncio.sleep(0)
+                task.cancel()
+                await asyncio.wait([task], timeout=IDLE * 5)
+                os.close(w)  # a transfer that ran on ends now
+                w = -1
+                try:
+                    await task
+                except BaseException as exc:
+                    return exc
+                return None
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
+
+    async def main() -> None:
+        for attempt in range(200):
+            outcome = await one_try(attempt % 4)
+            assert isinstance(outcome, asyncio.CancelledError), (attempt, outcome)
+
+    run(main())

@@ -276,3 +276,41 @@ def test_skip_headers_times_out_and_checks_the_status():
         assert info.value.status == 404
         with pytest.raises(ValueError):
             run(aio.skip_headers(client, timeout=-1))
+
+
+# --- aio.fetch ----------------------------------------------------------------
+
+
+def test_fetch_head_first_then_the_body(nginx, tmp_path):
+    async def main():
+        async with aio.fetch(nginx.url("/big.bin"), offset=5, length=100) as origin:
+            assert (origin.status, origin.length, origin.total) == (206, 100, BIG)
+            with open(tmp_path / "dst", "wb") as dst:
+                return await origin.splice_to(dst)
+
+    assert run(main()) == 100
+    assert (tmp_path / "dst").read_bytes() == payload(BIG)[5:105]
+
+
+def test_fetch_awaited_resumes_and_closes(origin, tmp_path):
+    origin.serve(ObjectHandler(faults=[("cut", HALF)]))
+
+    async def main():
+        fetched = await aio.fetch(origin.url(), suffix=len(OBJECT) - 7)
+        assert (fetched.offset, fetched.length) == (7, len(OBJECT) - 7)
+        with open(tmp_path / "dst", "wb") as dst:
+            return await fetched.splice_to(dst)
+
+    assert run(main()) == len(OBJECT) - 7
+    assert sha((tmp_path / "dst").read_bytes()) == sha(OBJECT[7:])
+    ranges = [r.headers["Range"] for r in origin.requests]
+    assert ranges == [f"bytes=-{len(OBJECT) - 7}", f"bytes={HALF}-"]
+
+
+def test_fetch_errors_are_raised_by_the_open(nginx):
+    async def main():
+        async with aio.fetch(nginx.url("/missing")):
+            pass
+
+    with pytest.raises(bytepump.HTTPStatusError):
+        run(main())

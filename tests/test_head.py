@@ -576,6 +576,9 @@ def test_representation_changed():
         ("http://127.0.0.1:8080/a b", "127.0.0.1", 8080, "127.0.0.1:8080", "/a%20b"),
         ("http://[::1]:8080/", "::1", 8080, "[::1]:8080", "/"),
         ("http://[::1]/", "::1", 80, "[::1]", "/"),
+        # RFC 6874 zone IDs: used to connect, never sent in Host.
+        ("http://[fe80::1%25eth0]:81/", "fe80::1%eth0", 81, "[fe80::1]:81", "/"),
+        ("http://[fe80::1%eth0]/", "fe80::1%eth0", 80, "[fe80::1]", "/"),
         ("http://bücher.example/ä", "xn--bcher-kva.example", 80,
          "xn--bcher-kva.example", "/%C3%A4"),
         ('http://h/a"<>{}|\\^`', "h", 80, "h", "/a%22%3C%3E%7B%7D%7C%5C%5E%60"),
@@ -611,6 +614,10 @@ def test_parse_url(url, host, port, authority, target):
         "http://h/\0",
         "\nhttp://h/",
         "http://h\0.example/",
+        "http://[fe80::1%25a b]/",
+        "http://[fe80::1%25a%20b]/",
+        "http://[fe80::1%25a\x7fb]/",
+        "http://[fe80::1%25]/",
     ],
 )
 def test_unusable_urls(url):
@@ -658,7 +665,17 @@ def test_bad_headers(headers):
 
 
 @pytest.mark.parametrize(
-    "headers", [{"X-A": 1}, {b"X-A": "1"}, [("X-A", None)], "X-A: 1"]
+    "headers",
+    [
+        {"X-A": 1},
+        {b"X-A": "1"},
+        [("X-A", None)],
+        "X-A: 1",
+        [("X",)],
+        [("X", "1", "2")],
+        ["ab"],
+        [None],
+    ],
 )
 def test_header_types(headers):
     with pytest.raises(TypeError):

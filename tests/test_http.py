@@ -3,6 +3,7 @@ fault-injecting origin that cuts, resets, stalls, changes and garbles."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -23,6 +24,7 @@ from conftest import (
     unix_pair,
 )
 
+import bytepump
 from bytepump._errors import (
     DownstreamTimeout,
     HTTPStatusError,
@@ -366,8 +368,10 @@ def requested_range(request, size: int) -> tuple[int, int] | None:
     value = request.headers.get("Range")
     if value is None:
         return None
-    m = re.fullmatch(r"bytes=(\d+)-(\d*)", value)
-    assert m, f"bad Range {value!r}"
+    m = re.fullmatch(r"bytes=(\d*)-(\d*)", value)
+    assert m and (m[1] or m[2]), f"bad Range {value!r}"
+    if not m[1]:  # a suffix
+        return max(0, size - int(m[2])), size - 1
     last = int(m[2]) if m[2] else size - 1
     return int(m[1]), min(last, size - 1)
 
@@ -635,6 +639,86 @@ def test_interim_responses_are_skipped(origin, tmp_path):
     assert fetch(tmp_path, origin.url())[1] == b"abc"
 
 
+def test_interim_responses_are_bounded(origin, tmp_path):
+    # An origin that answers nothing but "100 Continue" for ever is given
+    # the head size limit for all of them together.
+    def handler(conn, request, index):
+        with contextlib.suppress(OSError):
+            for _ in range(100_000):
+                conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n" * 100)
+
+    origin.serve(handler)
+    with pytest.raises(ProtocolError, match="longer than") as info:
+        fetch(tmp_path, origin.url(), timeout=WAIT)
+    assert info.value.transferred == 0
+
+
+def test_206_to_a_request_without_range(origin, tmp_path):
+    origin.serve(raw_handler(
+        b"HTTP/1.1 206 Partial\r\nContent-Range: bytes 0-4/100\r\n"
+        b"Content-Length: 5\r\n\r\nhello"
+    ))  # fmt: skip
+    with pytest.raises(ProtocolError, match="without Range") as info:
+        fetch(tmp_path, origin.url())
+    assert not isinstance(info.value, IncompleteBody)
+    assert (tmp_path / "dst").read_bytes() == b""
+
+
+def test_206_without_content_length_stops_at_its_content_range(origin, tmp_path):
+    # Each answer covers ten bytes, is delimited by closing, and is followed
+    # by bytes that are no part of it: none reach dst, and the rest of what
+    # the first response promised is asked for again.
+    data = payload(30)
+
+    def handler(conn, request, index):
+        first = requested_range(request, len(data))[0]
+        last = min(first + 9, len(data) - 1)
+        send_head(conn, "206 Partial Content", [
+            ("Content-Range", f"bytes {first}-{last}/{len(data)}"), ("ETag", ETAG),
+        ])  # fmt: skip
+        conn.sendall(data[first : last + 1] + b"GARBAGE")
+
+    origin.serve(handler)
+    assert fetch(tmp_path, origin.url(), offset=5) == (25, data[5:])
+    ranges = [r.headers["Range"] for r in origin.requests]
+    assert ranges == ["bytes=5-", "bytes=15-", "bytes=25-"]
+
+
+def short_resume(conn, request, index):
+    """200 with the whole length, cut at 100,000 bytes; every resume is
+    answered with a well-framed 206 of 1000 bytes only."""
+    if index == 0:
+        return ObjectHandler(faults=[("cut", 100_000)])(conn, request, index)
+    first = requested_range(request, len(OBJECT))[0]
+    send_head(conn, "206 Partial Content", [
+        ("Content-Range", f"bytes {first}-{first + 999}/{len(OBJECT)}"),
+        ("Content-Length", 1000), ("ETag", ETAG),
+    ])  # fmt: skip
+    conn.sendall(OBJECT[first : first + 1000])
+
+
+def test_short_206_on_a_resume_is_never_a_short_success(origin, tmp_path):
+    origin.serve(short_resume)
+    with pytest.raises(IncompleteBody) as info:
+        fetch(tmp_path, origin.url(), retries=3)
+    assert info.value.transferred == 103_000
+    assert (tmp_path / "dst").read_bytes() == OBJECT[:103_000]
+    ranges = [r.headers.get("Range") for r in origin.requests]
+    assert ranges == [None, "bytes=100000-", "bytes=101000-", "bytes=102000-"]
+
+
+def test_short_206_on_a_resume_asks_for_the_rest(origin, tmp_path):
+    def handler(conn, request, index):
+        if index < 2:
+            return short_resume(conn, request, index)
+        ObjectHandler()(conn, request, index)
+
+    origin.serve(handler)
+    n, data = fetch(tmp_path, origin.url(), retries=2)
+    assert n == len(OBJECT) and sha(data) == sha(OBJECT)
+    assert origin.requests[2].headers["Range"] == "bytes=101000-"
+
+
 def test_200_to_a_range_request_skips_without_writing(origin, tmp_path):
     origin.serve(ObjectHandler(ignore_range=True))
     calls = []
@@ -826,6 +910,126 @@ def test_no_descriptor_leaks(origin, nginx, tmp_path):
         round_of_fetches()
     origin.wait_idle()
     assert open_fds() <= before
+
+
+# --- fetch: the head first, the body when the caller says -----------------
+
+
+def body_of(origin, tmp_path: Path) -> bytes:
+    path = tmp_path / "body"
+    with open(path, "wb") as dst:
+        assert origin.splice_to(dst) == path.stat().st_size
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "path, kwargs, status, length, offset",
+    [
+        ("/small.bin", {}, 200, 1000, 0),
+        ("/big.bin", {"offset": 10, "length": 100}, 206, 100, 10),
+        ("/big.bin", {"offset": BIG - 5}, 206, 5, BIG - 5),
+        ("/big.bin", {"suffix": 10}, 206, 10, BIG - 10),
+        ("/big.bin", {"suffix": BIG + 10}, 206, BIG, 0),
+        ("/empty.bin", {}, 200, 0, 0),
+    ],
+)
+def test_fetch_against_nginx(nginx, tmp_path, path, kwargs, status, length, offset):
+    with bytepump.fetch(nginx.url(path), **kwargs) as origin:
+        assert (origin.status, origin.length, origin.offset) == (status, length, offset)
+        assert origin.total == ORIGIN_FILES[path[1:]]
+        assert origin.headers["Content-Type"] == origin.head.headers["Content-Type"]
+        data = body_of(origin, tmp_path)
+    whole = payload(ORIGIN_FILES[path[1:]])
+    assert sha(data) == sha(whole[offset : offset + length])
+
+
+@pytest.mark.parametrize("matches", [True, False])
+def test_fetch_passes_if_range_on(nginx, tmp_path, matches):
+    with bytepump.fetch(nginx.url("/big.bin")) as whole:
+        etag = whole.headers["ETag"]
+    tag = etag if matches else '"other"'
+    with bytepump.fetch(nginx.url("/big.bin"), offset=7, if_range=tag) as origin:
+        # A validator that no longer matches gets the whole object, whole.
+        assert origin.status == (206 if matches else 200)
+        assert origin.offset == (7 if matches else 0)
+        assert origin.length == BIG - origin.offset and origin.total == BIG
+        assert sha(body_of(origin, tmp_path)) == sha(payload(BIG)[origin.offset :])
+
+
+@pytest.mark.parametrize(
+    "response, kwargs, length, total, body",
+    [
+        (CHUNKED_HEAD + chunked(OBJECT, 8191), {}, None, None, OBJECT),
+        (b"HTTP/1.1 200 OK\r\n\r\n" + OBJECT, {}, None, None, OBJECT),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+         {"offset": 4}, 6, 10, b"456789"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+         {"suffix": 3}, 3, 10, b"789"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+         {"offset": 4, "length": 2}, 2, 10, b"45"),
+        (b"HTTP/1.1 206 P\r\nContent-Range: bytes 4-9/*\r\n\r\n456789",
+         {"offset": 4}, 6, None, b"456789"),
+    ],
+)  # fmt: skip
+def test_fetch_length_and_total(
+    origin, tmp_path, response, kwargs, length, total, body
+):
+    origin.serve(raw_handler(response))
+    with bytepump.fetch(origin.url(), **kwargs) as fetched:
+        assert (fetched.length, fetched.total) == (length, total)
+        assert body_of(fetched, tmp_path) == body
+
+
+def test_fetch_suffix_of_unknown_length_is_refused(origin):
+    origin.serve(raw_handler(CHUNKED_HEAD + chunked(OBJECT, 8191)))
+    with pytest.raises(ProtocolError, match="suffix"):
+        bytepump.fetch(origin.url(), suffix=5)
+
+
+def test_fetch_resumes_in_splice_to(origin, tmp_path):
+    origin.serve(ObjectHandler(faults=[("reset", HALF)]))
+    with bytepump.fetch(origin.url()) as fetched:
+        assert origin.connections == 1 and fetched.length == len(OBJECT)
+        assert sha(body_of(fetched, tmp_path)) == sha(OBJECT)
+        with open(os.devnull, "wb") as sink, pytest.raises(ValueError, match="alr"):
+            fetched.splice_to(sink)
+    assert origin.requests[1].headers["Range"] == f"bytes={HALF}-"
+
+
+def test_closing_a_fetch_unread_closes_the_origin_connection(origin):
+    def handler(conn, request, index):
+        send_head(conn, "200 OK", [("Content-Length", len(OBJECT))])
+        conn.sendall(OBJECT[:1000])
+        wait_for_close(conn)  # returns when the client hangs up
+
+    origin.serve(handler)
+    fds = open_fds()
+    with bytepump.fetch(origin.url()) as fetched:
+        assert fetched.status == 200
+    origin.wait_idle()
+    assert open_fds() <= fds
+
+
+def test_fetch_errors_before_the_body(origin, nginx):
+    with pytest.raises(HTTPStatusError) as info:
+        bytepump.fetch(nginx.url("/missing"))
+    assert info.value.status == 404
+    origin.serve(ObjectHandler())
+    for kwargs in ({"suffix": 0}, {"suffix": 1, "offset": 1}, {"if_range": '"x"'}):
+        with pytest.raises(ValueError):
+            bytepump.fetch(origin.url(), **kwargs)
+    with pytest.raises(ValueError):
+        bytepump.fetch(origin.url(), offset=1, if_range='"x"\r\nX: y')
+    assert origin.connections == 0
+
+
+def test_fetch_of_nothing_connects_nowhere(origin):
+    origin.serve(ObjectHandler())
+    with bytepump.fetch(origin.url(), length=0) as fetched:
+        assert (fetched.head, fetched.length) == (None, 0)
+        with open(os.devnull, "wb") as sink:
+            assert fetched.splice_to(sink) == 0
+    assert origin.connections == 0
 
 
 # --- https ------------------------------------------------------------------
