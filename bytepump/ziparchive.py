@@ -385,8 +385,17 @@ class ZipArchive:
         """Move ``count`` bytes of an entry's data from its byte ``offset``."""
         entry = planned.entry
         if entry._kind == _URL:
-            run = self._fetch(planned, dst, offset, count, timeout, on_progress)
-            return (yield from run)
+            known = self._validators.get(entry)
+            job = Fetch(
+                entry.source,
+                timeout,
+                offset=offset,
+                length=count,
+                headers=None if known is None else [_precondition(known)],
+                retries=3,
+                max_redirects=5,
+            )
+            return (yield from self._fetched(planned, job, dst, on_progress))
         with opened_file(entry.source, entry.name) as (obj, st):
             stamp = (st.st_size, st.st_mtime_ns)
             if stamp != planned.stamp:
@@ -395,32 +404,16 @@ class ZipArchive:
             transfer = Transfer(obj, dst, timeout, count, offset, on_progress, True)
             return (yield from steps(transfer))
 
-    def _fetch(
-        self,
-        planned: _Planned,
-        dst: FdLike,
-        offset: int,
-        count: int,
-        timeout: float | None,
-        on_progress: ProgressCallback,
+    def _fetched(
+        self, planned: _Planned, job: Fetch, dst: FdLike, on_progress: ProgressCallback
     ) -> Steps[int]:
-        """:func:`bytepump.splice_from` of a URL entry's bytes that refuses
-        an origin object that is not the planned one before a byte of its
-        body reaches ``dst``: one of another size, or, once this archive has
-        fetched the entry before, one whose validator changed (sent as
-        ``If-Match`` / ``If-Unmodified-Since``, so a download resumed from
-        this archive never mixes two versions of an object)."""
+        """:func:`bytepump.splice_from` of a URL entry's bytes (``job``)
+        that refuses an origin object that is not the planned one before a
+        byte of its body reaches ``dst``: one of another size, or, once this
+        archive has fetched the entry before, one whose validator changed
+        (``job`` asks with ``If-Match`` / ``If-Unmodified-Since``, so a
+        download resumed from this archive never mixes two versions)."""
         entry = planned.entry
-        known = self._validators.get(entry)
-        job = Fetch(
-            entry.source,
-            timeout,
-            offset=offset,
-            length=count,
-            headers=None if known is None else [_precondition(known)],
-            retries=3,
-            max_redirects=5,
-        )
         try:
             try:
                 yield from job.open()
