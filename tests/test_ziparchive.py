@@ -11,6 +11,7 @@ that would read gigabytes of data are left to listings.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import io
 import os
 import socket
@@ -47,11 +48,17 @@ CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
 STAMP = 9  # bytes of the 0x5455 extra field in every record
 
 
-def write_whole(archive: ZipArchive, path: Path, **kwargs) -> bytes:
+def write_whole(archive: ZipArchive, path: Path) -> bytes:
+    """Write the whole archive to ``path``; check that its size is the one
+    promised, and its ETag the hash of the central directory and end
+    records as written."""
     with open(path, "wb") as dst:
-        n = archive.splice_to(dst, **kwargs)
+        n = archive.splice_to(dst)
     data = path.read_bytes()
-    assert n == len(data)
+    assert n == len(data) == archive.size
+    with zipfile.ZipFile(path) as z:
+        directory = data[z.start_dir :]
+    assert archive.etag == f'"{hashlib.sha256(directory).hexdigest()[:40]}"'
     return data
 
 
