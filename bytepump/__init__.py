@@ -2,7 +2,8 @@
 
 The data never enters the Python VM: no ``bytes`` objects, no garbage
 collection, no user-space copy. See ``splice_to``, and ``splice_from`` for
-edge includes; ``bytepump.aio`` has the asyncio versions.
+edge includes, ``ZipStreamer`` and ``ZipArchive`` for zip archives;
+``bytepump.aio`` has the asyncio versions.
 """
 
 import importlib
@@ -20,6 +21,7 @@ from ._errors import (
 from ._http1 import ResponseHead
 from .edge import OriginResponse, fetch, skip_headers, splice_from
 from .pump import splice_to
+from .ziparchive import ZipArchive, ZipEntry
 from .zipstream import ZipStreamer
 
 __version__ = "0.1.0"
@@ -34,6 +36,8 @@ __all__ = [
     "SpliceUnsupported",
     "Timeout",
     "UpstreamTimeout",
+    "ZipArchive",
+    "ZipEntry",
     "ZipStreamer",
     "__version__",
     "fetch",

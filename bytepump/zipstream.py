@@ -45,35 +45,69 @@ _BATCH = 1 << 16
 """Central directory headers are written in batches of about this many bytes."""
 
 
-def _file_crc32(fd: int, size: int) -> int:
-    """CRC-32 of the first ``size`` bytes of the regular file ``fd``.
+def file_crc32(fd: int, size: int, filename: str) -> int:
+    """CRC-32 of the regular file ``fd``, which must hold ``size`` bytes.
 
     Read with ``pread``, so the file position is untouched. ``ValueError``
-    if the file ends before ``size`` bytes (it shrank since ``fstat``).
+    naming the entry ``filename`` if the file ends before ``size`` bytes
+    (it shrank since ``fstat``) or goes on past them: it grew, or it is a
+    file whose ``st_size`` says nothing of its contents (``/proc`` files
+    report 0). Such a file is refused rather than read to its end: its
+    size must be known before its header is written, and two reads of it
+    need not agree, so size, CRC and data could not be made to match.
     """
     crc = 0
     done = 0
     while done < size:
         chunk = os.pread(fd, min(_CRC_CHUNK, size - done), done)
         if not chunk:
-            raise ValueError(f"file ended at byte {done} of {size}: it shrank")
+            raise ValueError(
+                f"entry {filename!r}: file ended at byte {done} of {size}: it shrank"
+            )
         crc = zlib.crc32(chunk, crc)
         done += len(chunk)
+    check_file_end(fd, size, filename)
     return crc
 
 
+def check_file_end(fd: int, size: int, filename: str) -> None:
+    """``ValueError`` naming the entry ``filename`` if the regular file
+    ``fd`` has a byte past its ``size`` (see :func:`file_crc32`)."""
+    if os.pread(fd, 1, size):
+        raise ValueError(
+            f"entry {filename!r}: the file has more than the {size} bytes"
+            " fstat reports (it grew, or its size is not known before reading"
+            " it, as in /proc)"
+        )
+
+
 @contextmanager
-def _opened(src: Source) -> Iterator[tuple[FdLike, int]]:
-    """``(object to splice from, its descriptor)``; a path is opened here
-    and closed afterwards, anything else is the caller's and stays open."""
+def opened_file(src: Source, filename: str) -> Iterator[tuple[FdLike, os.stat_result]]:
+    """``(object to splice from, its fstat)`` for the regular file ``src``.
+
+    A path is opened here, nonblocking so that a FIFO or a device cannot
+    hang the open, and closed afterwards; a descriptor or file object is
+    the caller's and stays open. ``ValueError`` naming the entry
+    ``filename`` for anything but a regular file, ``IsADirectoryError`` for
+    a directory, ``OSError`` from the open.
+    """
     if isinstance(src, (str, bytes, os.PathLike)):
-        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            yield fd, fd
+            st = _regular(fd, filename)
+            os.set_blocking(fd, True)  # a regular file: reads as the caller's would
+            yield fd, st
         finally:
             os.close(fd)
     else:
-        yield src, _fileno(src, "src")
+        yield src, _regular(_fileno(src, "src"), filename)
+
+
+def _regular(fd: int, filename: str) -> os.stat_result:
+    st = os.fstat(fd)
+    if _kind(st.st_mode) != FILE:  # IsADirectoryError for a directory
+        raise ValueError(f"entry {filename!r}: source is not a regular file")
+    return st
 
 
 class ZipStreamer:
@@ -109,6 +143,7 @@ class ZipStreamer:
         self._flush = getattr(dst, "flush", None)
         self._offset = 0
         self._entries: list[_zip.Entry] = []
+        self._names = _zip.NameSet()
         self._current: str | None = None  # the entry whose data is going out
         self._written = 0  # of the current entry's data, reported so far
         self._total: int | None = None  # set by close()
@@ -145,12 +180,16 @@ class ZipStreamer:
 
         ``ValueError`` (before anything is written) if the previous entry's
         data did not add up to its declared size, if the streamer is closed
-        or broken, or for a bad name, size or CRC (see :mod:`bytepump._zip`).
+        or broken, for a bad size or CRC, or for a name that is unsafe
+        (absolute, ``..``, a backslash, a control character: see
+        :func:`bytepump._zip.check_name`), repeats an earlier one or makes
+        a path both a file and a directory.
         """
         self._end_entry()
         if modified is None:
             modified = datetime.datetime.now()
         entry = _zip.make_entry(filename, size, crc32, modified, self._offset)
+        self._names.add(filename)
         header = _zip.local_header(entry)
         self._entries.append(entry)
         self._current = filename
@@ -190,16 +229,17 @@ class ZipStreamer:
         data is then spliced to ``dst`` with :func:`bytepump.splice_to`
         (``timeout``, ``on_progress`` as there). Returns the entry's data
         size in bytes. ``ValueError`` for a source that is not a regular
-        file (``IsADirectoryError`` for a directory) or shrinks while being
-        read; errors of ``splice_to`` propagate, after which the streamer is
-        broken (the archive is incomplete).
+        file (a path is opened nonblocking, so a FIFO is refused, not waited
+        on; ``IsADirectoryError`` for a directory), for one that holds more
+        or less than ``fstat`` says (a ``/proc`` file reporting size 0 is
+        refused: see :func:`file_crc32`), and for a bad name as in
+        :meth:`add_stored_entry`; errors of ``splice_to`` propagate, after
+        which the streamer is broken (the archive is incomplete).
         """
         self._end_entry()  # before reading a file that would go nowhere
-        with _opened(src) as (obj, fd):
-            st = os.fstat(fd)
-            if _kind(st.st_mode) != FILE:  # IsADirectoryError for a directory
-                raise ValueError(f"{filename!r}: source is not a regular file")
-            crc = _file_crc32(fd, st.st_size)
+        _zip.check_name(filename)
+        with opened_file(src, filename) as (obj, st):
+            crc = file_crc32(_fileno(obj, "src"), st.st_size, filename)
             modified = datetime.datetime.fromtimestamp(st.st_mtime)
             self.add_stored_entry(filename, st.st_size, crc, modified=modified)
             with self._breaks_on_error():
@@ -284,23 +324,35 @@ class ZipStreamer:
             if end.kind == SOCKET:
                 end.make_nonblocking()
             try:
-                drive(self._write_steps(end, memoryview(data)), self._timeout)
+                drive(record_steps(end, data, self._wrote), self._timeout)
             finally:
                 end.restore()
 
-    def _write_steps(self, end: Endpoint, view: memoryview) -> Steps[None]:
-        # A blocking pipe is waited for, then handed at most PIPE_BUF bytes:
-        # a writable pipe has a free slot, which such a write fills without
-        # blocking.
-        paced = end.kind == PIPE and not end.flags & os.O_NONBLOCK
-        wait = Wait(end.fd, WRITE, DownstreamTimeout, "destination")
-        while view:
-            if paced:
-                yield wait
-            try:
-                n = os.write(end.fd, view[:_PIPE_BUF] if paced else view)
-            except BlockingIOError:
-                yield wait
-                continue
-            self._offset += n
-            view = view[n:]
+    def _wrote(self, n: int) -> None:
+        self._offset += n
+
+
+def record_steps(
+    end: Endpoint, data: bytes, wrote: Callable[[int], object]
+) -> Steps[None]:
+    """Write all of ``data`` (records, small inline data) to ``end``'s
+    descriptor, calling ``wrote(n)`` after each write of ``n`` bytes; yields
+    a wait whenever the descriptor is full.
+
+    A socket should be made nonblocking by the caller. A blocking pipe is
+    waited for, then handed at most PIPE_BUF bytes: a writable pipe has a
+    free slot, which such a write fills without blocking.
+    """
+    paced = end.kind == PIPE and not end.flags & os.O_NONBLOCK
+    wait = Wait(end.fd, WRITE, DownstreamTimeout, "destination")
+    view = memoryview(data)
+    while view:
+        if paced:
+            yield wait
+        try:
+            n = os.write(end.fd, view[:_PIPE_BUF] if paced else view)
+        except BlockingIOError:
+            yield wait
+            continue
+        wrote(n)
+        view = view[n:]

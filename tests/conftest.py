@@ -723,3 +723,72 @@ def tls_origin(tls_cert, monkeypatch) -> Iterator[FaultOrigin]:
     finally:
         server.close()
         edge._tls_context.cache_clear()
+
+
+# --- zip archives ---
+
+UNZIP = "/usr/bin/unzip"
+SEVEN_ZIP = "/usr/bin/7z"
+BSDTAR = "/usr/bin/bsdtar"
+
+UNSAFE_ZIP_NAMES = (
+    "../../evil.txt",
+    "a/../../b",
+    "..",
+    "/etc/abs.txt",
+    "C:/win.txt",
+    "c:win.txt",
+    "a\\..\\..\\win.txt",
+    "new\nline",
+    "esc\x1b[2Jape",
+    "del\x7f",
+    "c1\x85",
+    "nul\0",
+    "a//b",
+    "./a",
+    "a/./b",
+)
+"""Entry names every zip writer refuses (DESIGN §3): zip-slip, forged
+listings, and two spellings of one path."""
+CLASHING_ZIP_NAMES = (
+    ("a", "a"),
+    ("d/", "d/"),
+    ("a", "a/"),
+    ("a/", "a"),
+    ("a", "a/b"),
+    ("a/b", "a"),
+    ("x/y/z", "x/y"),
+)
+"""Pairs of entry names whose second one is refused after the first."""
+
+
+def tool(*args: str) -> str:
+    """Run an archive tool; its stdout, after checking it succeeded."""
+    # A UTF-8 locale, so that the tools print UTF-8 names as they are.
+    env = {**os.environ, "LC_ALL": "C.UTF-8"}
+    result = subprocess.run(
+        args, capture_output=True, text=True, timeout=WAIT, check=False, env=env
+    )
+    assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def check_zip(path: Path, expected: dict[str, bytes], *, tools: bool = True) -> None:
+    """The zip at ``path`` holds exactly ``expected`` (name → content), in
+    that order: by zipfile (``testzip``, each entry by sha256) and, with
+    ``tools``, by Info-ZIP ``unzip -t``, 7-Zip ``7z t`` and libarchive
+    ``bsdtar -tf``."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        assert archive.namelist() == list(expected)
+        for name, content in expected.items():
+            assert sha(archive.read(name)) == sha(content), name
+    if not tools:
+        return
+    tested = tool(UNZIP, "-t", str(path))
+    assert tested.count("OK\n") == len(expected)
+    assert "Everything is Ok" in tool(SEVEN_ZIP, "t", str(path))
+    listed = tool(BSDTAR, "-tf", str(path)).splitlines()
+    assert listed == list(expected)

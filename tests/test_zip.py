@@ -40,15 +40,30 @@ def entry(name: str = "a.txt", size: int = 5, crc: int = 0x1234, offset: int = 0
     return _zip.make_entry(name, size, crc, WHEN, offset)
 
 
+def extra_fields(extra: bytes) -> list[tuple[int, bytes]]:
+    """An extra field's ``(id, data)`` blocks, in order, covering all of it."""
+    fields = []
+    pos = 0
+    while pos < len(extra):
+        tag, length = struct.unpack_from("<HH", extra, pos)
+        fields.append((tag, extra[pos + 4 : pos + 4 + length]))
+        pos += 4 + length
+    assert pos == len(extra)
+    return fields
+
+
 def zip64_values(extra: bytes) -> list[int]:
-    """The 64-bit values of a Zip64 extra field that is the whole ``extra``."""
-    if not extra:
+    """The 64-bit values of the Zip64 extra field, which must come first,
+    followed by the extended timestamp (0x5455) of WHEN and nothing else."""
+    fields = extra_fields(extra)
+    assert fields[-1] == (0x5455, struct.pack("<BI", 1, int(WHEN.timestamp())))
+    if len(fields) == 1:
         return []
-    tag, length = struct.unpack_from("<HH", extra)
+    assert len(fields) == 2
+    tag, data = fields[0]
     assert tag == 1
-    assert length == len(extra) - 4
-    assert length % 8 == 0
-    return list(struct.unpack_from(f"<{length // 8}Q", extra, 4))
+    assert len(data) % 8 == 0
+    return list(struct.unpack(f"<{len(data) // 8}Q", data))
 
 
 def parse_local(record: bytes) -> tuple[tuple, bytes, bytes]:
@@ -179,14 +194,15 @@ def test_local_header_classic():
     assert (time, date) == _zip.dos_datetime(WHEN)
     assert (crc, csize, usize) == (0xDEADBEEF, 5, 5)
     assert name == "é.txt".encode()
-    assert extra == b""
+    assert zip64_values(extra) == []
 
 
 @pytest.mark.parametrize("size", [MAX_32 - 1, MAX_32, 5 * GIB, (1 << 64) - 1])
 def test_local_header_zip64_threshold(size):
     fields, _, extra = parse_local(_zip.local_header(entry(size=size)))
     if size < MAX_32:
-        assert (fields[1], fields[7], fields[8], extra) == (10, size, size, b"")
+        assert (fields[1], fields[7], fields[8]) == (10, size, size)
+        assert zip64_values(extra) == []
     else:
         assert (fields[1], fields[7], fields[8]) == (45, MAX_32, MAX_32)
         assert zip64_values(extra) == [size, size]  # both, in a local header
@@ -195,24 +211,58 @@ def test_local_header_zip64_threshold(size):
 @pytest.mark.parametrize("size", [0, MAX_32 - 1, MAX_32, 5 * GIB])
 @pytest.mark.parametrize("offset", [0, MAX_32 - 1, MAX_32, 6 * GIB])
 def test_central_header_zip64_fields(size, offset):
+    """Zip64 as soon as the size or the offset needs it, and then all three
+    values in it, their classic fields 0xFFFFFFFF (unzip 6.0 needs that)."""
     made = entry("b", size, 7, offset)
     fields, name, extra = parse_central(_zip.central_header(made))
     sig, made_by, version, flags, method = fields[:5]
     assert sig == 0x02014B50
     assert (flags, method, name) == (1 << 11, 0, b"b")
-    assert made_by >> 8 == 3  # Unix
-    assert fields[15] >> 16 == 0o100644
-    expected = []
-    if size >= MAX_32:
-        expected += [size, size]
-    if offset >= MAX_32:
-        expected.append(offset)
-    assert zip64_values(extra) == expected
-    assert version == (45 if expected else 10)
-    assert made_by & 0xFF == version
+    assert made_by == (3 << 8) | 63  # Unix, APPNOTE 6.3
+    assert fields[15] == 0o100644 << 16
+    zip64 = size >= MAX_32 or offset >= MAX_32
+    assert zip64_values(extra) == ([size, size, offset] if zip64 else [])
+    assert version == (45 if zip64 else 10)
     assert fields[7] == 7
-    assert fields[8] == fields[9] == min(size, MAX_32)
-    assert fields[16] == min(offset, MAX_32)
+    assert fields[8] == fields[9] == (MAX_32 if zip64 else size)
+    assert fields[16] == (MAX_32 if zip64 else offset)
+
+
+def test_directory_records():
+    made = _zip.make_entry("d/", 0, 0, WHEN, 0)
+    local, _, _ = parse_local(_zip.local_header(made))
+    central, _, _ = parse_central(_zip.central_header(made))
+    assert local[1] == central[2] == 20  # 2.0: a directory
+    assert central[15] == (0o40755 << 16) | 0x10
+    with pytest.raises(ValueError, match="directory"):
+        _zip.make_entry("d/", 1, 0, WHEN, 0)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o755, 0o4711])
+def test_modes(mode):
+    made = _zip.make_entry("f", 0, 0, WHEN, 0, mode)
+    assert parse_central(_zip.central_header(made))[0][15] == (0o100000 | mode) << 16
+    with pytest.raises(ValueError):
+        _zip.make_entry("f", 0, 0, WHEN, 0, 0o10000)
+
+
+def test_timestamp_only_where_readers_agree():
+    """0x5455 holds 1970..2038; other times keep only the DOS fields."""
+    utc = datetime.timezone.utc
+    for when, present in [
+        (datetime.datetime(1975, 1, 1, tzinfo=utc), True),
+        (datetime.datetime(2038, 1, 19, 3, 14, 7, tzinfo=utc), True),
+        (datetime.datetime(2038, 1, 19, 3, 14, 8, tzinfo=utc), False),
+        (datetime.datetime(1969, 12, 31, tzinfo=utc), False),
+    ]:
+        _, _, extra = parse_local(
+            _zip.local_header(_zip.make_entry("f", 0, 0, when, 0))
+        )
+        if present:
+            stamp = int(when.timestamp())
+            assert extra == struct.pack("<HHBI", 0x5455, 5, 1, stamp)
+        else:
+            assert extra == b""
 
 
 @pytest.mark.parametrize(
@@ -297,8 +347,9 @@ def test_big_sizes_on_devnull():
             streamer.add_stored_entry("after", 3, 0)
             streamer.simulate_write(3)
         total = streamer.close()
-    local = 2 * LOCAL.size + len("big") + 20 + len("after")
-    central = 2 * CENTRAL.size + len("big") + 20 + len("after") + 12
+    stamp = 9  # the 0x5455 extra field
+    local = 2 * (LOCAL.size + stamp) + len("big") + 20 + len("after")
+    central = 2 * (CENTRAL.size + stamp + 28) + len("big") + len("after")
     ends = ZIP64_EOCD.size + ZIP64_LOCATOR.size + EOCD.size
     assert total == local + 5 * GIB + 3 + central + ends
 
@@ -326,7 +377,7 @@ def test_zip64_archive_in_a_sparse_file(tmp_path):
         assert small_info.header_offset > MAX_32
         assert archive.read("small.txt") == b"hello"
     with open(path, "rb") as f:
-        _, name, extra = parse_local(f.read(LOCAL.size + len("big.bin") + 20))
+        _, name, extra = parse_local(f.read(LOCAL.size + len("big.bin") + 20 + 9))
     assert (name, zip64_values(extra)) == (b"big.bin", [big, big])
     listing = unzip("-l", str(path))
     assert listing.returncode == 0, listing.stdout + listing.stderr
@@ -355,3 +406,83 @@ def test_65535_entries(tmp_path):
     tested = unzip("-t", str(path))
     assert tested.returncode == 0, tested.stderr
     assert tested.stdout.count("OK\n") == count
+
+
+# --- layout: a planned archive, sans-IO ---
+
+safe_names = st.text(
+    st.characters(whitelist_categories=("L", "N"), whitelist_characters="._- "),
+    min_size=1,
+    max_size=12,
+).filter(lambda name: name not in (".", ".."))
+members = st.lists(
+    st.tuples(
+        safe_names,
+        st.sampled_from(["inline", "hole", "dir"]),
+        st.binary(max_size=200),
+        st.sampled_from([None, 0o600, 0o755]),
+    ),
+    max_size=8,
+    unique_by=lambda member: member[0],
+)
+
+
+def plan_of(drawn) -> tuple[list[_zip.Member], dict[str, bytes]]:
+    planned, contents = [], {}
+    for name, kind, data, mode in drawn:
+        if kind == "dir":
+            name += "/"
+            data = b""
+        inline = data if kind == "inline" else None
+        planned.append(
+            _zip.Member(name, len(data), zlib.crc32(data), WHEN, mode, inline)
+        )
+        contents[name] = data
+    return planned, contents
+
+
+def fill(plan: _zip.Layout, contents: list[bytes]) -> bytes:
+    """The whole archive: the plan's bytes, its holes filled with the data."""
+    return b"".join(
+        piece.data if piece.data is not None else contents[piece.member]
+        for piece in plan.pieces
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(members, st.data())
+def test_layout_is_the_archive(drawn, data):
+    planned, contents = plan_of(drawn)
+    plan = _zip.layout(planned)
+    whole = fill(plan, list(contents.values()))
+    assert len(whole) == plan.size
+    assert [p.start for p in plan.pieces] == plan.starts
+    assert all(
+        a.start + a.length == b.start for a, b in zip(plan.pieces, plan.pieces[1:])
+    )
+    with zipfile.ZipFile(io.BytesIO(whole)) as archive:
+        assert archive.testzip() is None
+        assert archive.namelist() == list(contents)
+        for info, member in zip(archive.infolist(), planned):
+            assert archive.read(info) == contents[member.filename]
+            assert info.external_attr >> 16 == _zip.full_mode(
+                member.filename, member.mode
+            )
+    start = data.draw(st.integers(0, plan.size))
+    end = data.draw(st.integers(start, plan.size))
+    parts = []
+    for piece, first, stop in _zip.window(plan, start, end):
+        if piece.data is None:
+            parts.append(contents[planned[piece.member].filename][first:stop])
+        else:
+            parts.append(piece.data[first:stop])
+    assert b"".join(parts) == whole[start:end]
+
+
+def test_layout_refuses_bad_names_and_is_deterministic():
+    one = [_zip.Member("a", 1, zlib.crc32(b"x"), WHEN, None, b"x")]
+    assert _zip.layout(one) == _zip.layout(list(one))
+    with pytest.raises(ValueError, match="duplicate"):
+        _zip.layout(one + one)
+    with pytest.raises(ValueError, match=r"'\.\./a'"):
+        _zip.layout([one[0]._replace(filename="../a")])

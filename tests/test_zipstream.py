@@ -8,39 +8,35 @@ from __future__ import annotations
 import datetime
 import io
 import os
-import shutil
 import socket
 import ssl
-import subprocess
 import zipfile
 import zlib
 from pathlib import Path
 
 import pytest
-from conftest import MIB, SIZES, WAIT, payload, sha
+from conftest import (
+    CLASHING_ZIP_NAMES,
+    MIB,
+    SIZES,
+    UNSAFE_ZIP_NAMES,
+    WAIT,
+    check_zip,
+    payload,
+)
 
 import bytepump
 from bytepump import DownstreamTimeout, ZipStreamer
 
-UNZIP = shutil.which("unzip") or "/usr/bin/unzip"
 NAMES = ("plain.txt", "dir/é ü.bin", "日本語/😀.dat", "odd name", "dir/last")
 
 
 def check_archive(data: bytes, expected: dict[str, bytes], tmp_path: Path) -> None:
     """``data`` is a zip holding exactly ``expected`` (name → content), in
-    that order, by zipfile and by unzip -t."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        assert archive.testzip() is None
-        assert archive.namelist() == list(expected)
-        for name, content in expected.items():
-            assert sha(archive.read(name)) == sha(content), name
+    that order, by zipfile, unzip -t, 7z t and bsdtar."""
     path = tmp_path / "check.zip"
     path.write_bytes(data)
-    result = subprocess.run(
-        [UNZIP, "-t", str(path)], capture_output=True, timeout=WAIT, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(b"OK\n") == len(expected)
+    check_zip(path, expected)
 
 
 def files_for(tmp_path: Path) -> dict[str, Path]:
@@ -229,7 +225,7 @@ def test_size_mismatch_when_leaving_the_block(tmp_path):
     ):
         streamer.add_stored_entry("short", 10, 0)
         streamer.simulate_write(9)
-    assert out.stat().st_size == 30 + len("short")
+    assert out.stat().st_size == 30 + len("short") + 9  # 9: the 0x5455 field
 
 
 def test_exception_in_the_block_writes_no_central_directory(tmp_path):
@@ -244,7 +240,7 @@ def test_exception_in_the_block_writes_no_central_directory(tmp_path):
         with pytest.raises(ValueError, match="incomplete"):
             streamer.add_stored_entry("b", 0, 0)
     data = out.read_bytes()
-    assert len(data) == 30 + 1 + os.path.getsize(__file__)
+    assert len(data) == 30 + 1 + 9 + os.path.getsize(__file__)
     assert b"PK\x01\x02" not in data[-100:]
     with pytest.raises(zipfile.BadZipFile):
         zipfile.ZipFile(out)
@@ -348,3 +344,63 @@ def test_failed_splice_breaks_the_streamer(tmp_path):
             streamer.write_stored_file("a", src, on_progress=stop)
         with pytest.raises(ValueError, match="incomplete"):
             streamer.add_stored_entry("b", 0, 0)
+
+
+# --- names (issue 7, item 10) and sources that are not plain files (item 8) ---
+
+
+@pytest.mark.parametrize("name", UNSAFE_ZIP_NAMES)
+def test_unsafe_names_refused_before_writing(tmp_path, name):
+    out = tmp_path / "out.zip"
+    with open(out, "wb", buffering=0) as dst:
+        streamer = ZipStreamer(dst)
+        with pytest.raises(ValueError, match=r"entry|NUL") as info:
+            streamer.add_stored_entry(name, 0, 0)
+        assert repr(name)[1:-1] in str(info.value)
+        with pytest.raises(ValueError):
+            streamer.write_stored_file(name, __file__)
+        assert out.stat().st_size == 0
+        streamer.add_stored_entry("fine", 0, 0)  # still usable
+        streamer.close()
+
+
+@pytest.mark.parametrize("names", CLASHING_ZIP_NAMES)
+def test_duplicates_and_file_directory_clashes(tmp_path, names):
+    out = tmp_path / "out.zip"
+    with open(out, "wb", buffering=0) as dst:
+        streamer = ZipStreamer(dst)
+        streamer.add_stored_entry(names[0], 0, 0)
+        before = out.stat().st_size
+        with pytest.raises(ValueError, match=repr(names[1])):
+            streamer.add_stored_entry(names[1], 0, 0)
+        assert out.stat().st_size == before
+
+
+def test_a_directory_and_names_below_it_are_fine(tmp_path):
+    with open(tmp_path / "out.zip", "wb") as dst, ZipStreamer(dst) as streamer:
+        for name in ("d/", "d/a", "d/e/", "d/e/f", "g/h", "g/i", "ab:c", "..x"):
+            streamer.add_stored_entry(name, 0, 0)
+    with zipfile.ZipFile(tmp_path / "out.zip") as archive:
+        assert len(archive.namelist()) == 8
+
+
+@pytest.mark.timeout(10)
+def test_fifo_path_is_refused_not_waited_on(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with open(tmp_path / "out.zip", "wb", buffering=0) as dst:
+        streamer = ZipStreamer(dst)
+        with pytest.raises(ValueError, match="not a regular file"):
+            streamer.write_stored_file("f", fifo)
+        assert os.path.getsize(tmp_path / "out.zip") == 0
+
+
+@pytest.mark.parametrize("path", ["/proc/self/status", "/proc/version"])
+def test_proc_file_of_size_0_is_refused(tmp_path, path):
+    """fstat says 0 bytes but reading yields some: not an empty entry."""
+    assert os.stat(path).st_size == 0
+    with open(tmp_path / "out.zip", "wb", buffering=0) as dst:
+        streamer = ZipStreamer(dst)
+        with pytest.raises(ValueError, match="more than the 0 bytes"):
+            streamer.write_stored_file("p", path)
+        assert os.path.getsize(tmp_path / "out.zip") == 0
