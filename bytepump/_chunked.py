@@ -35,6 +35,7 @@ MAX_CHUNK = 1 << 24
 """Largest chunk written (16 MiB, what one transfer call moves at most)."""
 
 _TLS_READ = 65536
+_MSG_MORE = getattr(socket, "MSG_MORE", 0x8000)  # Linux's value; PyPy lacks it
 
 
 class ChunkFramer:
@@ -182,7 +183,7 @@ class ChunkedWriter:
         while view:
             try:
                 if self._sock is not None:
-                    sent = self._sock.send(view, socket.MSG_MORE)
+                    sent = self._sock.send(view, _MSG_MORE)
                 elif self._ssl:
                     sent = self.dst.send(view)
                 else:
