@@ -96,7 +96,8 @@ class ChunkedWriter:
         # segment as the data spliced after them.
         self._sock: socket.socket | None = None
         if self._endpoint.kind == SOCKET and not self._ssl:
-            self._sock = socket.socket(fileno=os.dup(self._endpoint.fd))
+            self._endpoint.make_nonblocking()  # restored by close()
+            self._sock = _socket_object(self._endpoint.fd)
 
     def splice(
         self, src: Any, count: int | None, on_progress: ProgressCallback
@@ -205,14 +206,25 @@ def _would_block(exc: OSError) -> bool:
     )
 
 
+def _socket_object(fd: int) -> socket.socket:
+    """A nonblocking socket object on a duplicate of ``fd``. (PyPy's
+    ``socket.socket(fileno=...)`` makes the shared file description
+    blocking; it is made nonblocking again at once.)"""
+    sock = socket.socket(fileno=os.dup(fd))
+    sock.setblocking(False)
+    return sock
+
+
 def _check_end(src: Any, fd: int) -> None:
     """A socket that turned readable with nothing to read has ended, or has
     an error pending (a reset): that one is raised, never taken for an end."""
     if isinstance(src, socket.socket):
         err = src.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     elif stat.S_ISSOCK(os.fstat(fd).st_mode):
-        with socket.socket(fileno=os.dup(fd)) as probe:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        with _socket_object(fd) as probe:
             err = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
     else:
         return  # a pipe's end is just an end
     if err:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Collection, Generator
 from typing import Any
 
 from . import _http1
+from ._chunked import ChunkedWriter
 from ._endpoint import FdLike
 from ._errors import DownstreamTimeout, annotate
 from ._http1 import HeaderPairs, ResponseHead
@@ -329,6 +330,32 @@ async def to_transport(
         os.close(fd)
         if reading and not transport.is_closing():
             transport.resume_reading()
+
+
+async def chunked_to(
+    dst: Any,
+    run: Callable[[ChunkedWriter], Steps[int]],
+    timeout: float | None,
+    *,
+    last_chunk: bool = True,
+) -> int:
+    """``run(writer)`` with a :class:`~bytepump._chunked.ChunkedWriter`
+    into ``dst`` (a descriptor or a transport), then the end of the chunked
+    body (the last chunk, or with ``last_chunk=False`` only what closes the
+    data, for a server that writes the last chunk itself)."""
+
+    def framed(fd: Any) -> Steps[int]:
+        writer = ChunkedWriter(fd, timeout)
+        try:
+            moved = yield from run(writer)
+            yield from writer.finish(last_chunk)
+            return moved
+        finally:
+            writer.close()
+
+    if is_transport(dst):
+        return await to_transport(dst, framed, timeout)
+    return await drive(framed(dst), timeout)
 
 
 async def _through_write(

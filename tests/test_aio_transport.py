@@ -41,14 +41,15 @@ class Recorder(asyncio.Protocol):
 LOOPS = ["asyncio", "uvloop"]
 
 
-def run_on(loop_kind: str, coro):
+def run_on(loop_kind: str, main):
+    """Run the coroutine function ``main`` on a new loop of that kind."""
     if loop_kind == "uvloop":
         uvloop = pytest.importorskip("uvloop")  # CPython only
         loop = uvloop.new_event_loop()
     else:
         loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(asyncio.wait_for(coro, WAIT))
+        return loop.run_until_complete(asyncio.wait_for(main(), WAIT))
     finally:
         loop.close()
         gc.collect()
@@ -150,7 +151,7 @@ def test_buffered_bytes_first_then_the_body_then_keep_alive(tmp_path, loop_kind,
             await asyncio.wait_for(protocol.got_data.wait(), WAIT)
             return data, bytes(protocol.received)
 
-    data, received = run_on(loop_kind, main())
+    data, received = run_on(loop_kind, main)
     assert sha(data) == sha(head + body + b"tail")
     assert received == b"next request"
 
@@ -192,7 +193,7 @@ def test_everything_is_restored_on_failure(tmp_path, loop_kind, outcome):
             if outcome != "disconnect":
                 assert state(transport) == before
 
-    run_on(loop_kind, main())
+    run_on(loop_kind, main)
 
 
 def test_a_closing_or_foreign_transport_is_refused(tmp_path):
@@ -217,7 +218,7 @@ def test_a_closing_or_foreign_transport_is_refused(tmp_path):
                 with pytest.raises(ValueError, match="closing"):
                     await aio.splice_to(src, protocol.transport)
 
-    run_on("asyncio", main())
+    run_on("asyncio", main)
 
 
 def test_tls_transport_goes_through_write(tmp_path, tls_cert):
@@ -238,7 +239,7 @@ def test_tls_transport_goes_through_write(tmp_path, tls_cert):
                 assert await aio.splice_to(src, transport, WAIT) == len(body)
             return await got
 
-    assert sha(run_on("asyncio", main())) == sha(b"head" + body)
+    assert sha(run_on("asyncio", main)) == sha(b"head" + body)
 
 
 @pytest.mark.parametrize("loop_kind", LOOPS)
@@ -257,5 +258,5 @@ def test_splice_from_into_a_transport(nginx, loop_kind):
                 assert await origin.splice_to(protocol.transport) == len(big) - 10
             return data, await got2
 
-    whole, tail = run_on(loop_kind, main())
+    whole, tail = run_on(loop_kind, main)
     assert sha(whole) == sha(big) and sha(tail) == sha(big[10:])

@@ -106,3 +106,13 @@ def test_a_reset_source_is_not_an_end(endpoints):
     dst = endpoints.sink("tcp")
     with pytest.raises(ConnectionResetError):
         write_chunked(src.obj, dst.obj)
+
+
+@pytest.mark.parametrize("src_kind", ["pipe", "tcp"])
+def test_a_nonblocking_destination_stays_nonblocking(endpoints, src_kind):
+    # PyPy's socket(fileno=...) would make the shared description blocking.
+    src = endpoints.source(src_kind, payload(70_000))
+    dst = endpoints.sink("tcp", nonblocking=True)
+    with flags_kept(src.fd, dst.fd):
+        assert write_chunked(src.obj, dst.fd) == 70_000
+    assert dechunk(dst.received())[0] == payload(70_000)
