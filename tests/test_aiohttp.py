@@ -5,6 +5,7 @@ and fault-injecting origin."""
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import os
 import socket
 import ssl
@@ -308,5 +309,30 @@ def test_a_tls_site_gets_the_right_bytes_through_the_fallback(files, nginx, tls_
                         f"https://localhost:{server.port}{path}")  # fmt: skip
             assert done.returncode == 0, done.stderr
             assert sha(out.read_bytes()) == sha(expected)
+    finally:
+        server.stop()
+
+
+# --- the README's example -----------------------------------------------------
+
+
+def test_the_example_app(nginx, files, tmp_path):
+    path = Path(__file__).parent.parent / "examples" / "aiohttp_app.py"
+    spec = importlib.util.spec_from_file_location("aiohttp_app", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    app = example.make_app(nginx.url(""), files.resolve())
+    server = AiohttpServer(app).start()
+    try:
+        conn = keep_alive(server)
+        response, body = get(conn, "/edge/big.bin", Range="bytes=7-")
+        assert response.status == 206 and sha(body) == sha(payload(BIG)[7:])
+        response, body = get(conn, "/files/body.bin", Range="bytes=0-99")
+        assert response.status == 206 and body == payload(SIZE)[:100]
+        response, body = get(conn, "/ls")
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        assert b"body.bin" in body and b"small.txt" in body
+        assert get(conn, "/edge/missing")[0].status == 502
+        assert get(conn, "/files/../etc")[0].status == 404
     finally:
         server.stop()
