@@ -12,9 +12,11 @@ the awaiting coroutine sees; asyncio before Python 3.11 raises a new one to
 whoever awaits the cancelled Task from outside, with the original as its
 ``__context__``.)
 
-The descriptors must not be registered with the loop by someone else (an
-asyncio transport's socket) during the call: ``add_reader`` would replace
-their callback.
+``dst`` may be an ``asyncio.Transport`` (a TCP or Unix socket's, on the
+standard loop or uvloop): it is borrowed for the call and given back (see
+:func:`_to_transport`). Other descriptors must not be registered with the
+loop by someone else during the call: ``add_reader`` would replace their
+callback.
 """
 
 from __future__ import annotations
@@ -103,8 +105,8 @@ async def splice_to(
     def run(fd: Any) -> Steps[int]:
         return steps(Transfer(src, fd, timeout, count, offset, on_progress, fallback))
 
-    if is_transport(dst):
-        return await to_transport(dst, run, timeout)
+    if _is_transport(dst):
+        return await _to_transport(dst, run, timeout)
     return await drive(run(dst), timeout)
 
 
@@ -136,10 +138,10 @@ async def splice_from(
         retries=retries,
         max_redirects=max_redirects,
     )
-    if is_transport(dst):
-        check_transport(dst)
+    if _is_transport(dst):
+        _check_transport(dst)
         await _resolve(job)
-        return await to_transport(
+        return await _to_transport(
             dst, lambda fd: fetch_steps(job, fd, on_progress), timeout
         )
     _check_dst(dst)
@@ -171,8 +173,8 @@ class OriginResponse(OriginBase):
         """Await the body spliced into ``dst`` (a descriptor or an
         ``asyncio.Transport``); see :meth:`bytepump.OriginResponse.splice_to`."""
         timeout = self._fetch.timeout
-        if is_transport(dst):
-            return await to_transport(
+        if _is_transport(dst):
+            return await _to_transport(
                 dst, lambda fd: self._body_steps(fd, on_progress), timeout
             )
         return await drive(self._body_steps(dst, on_progress), timeout)
@@ -267,7 +269,7 @@ _TRANSPORT_POLL = 0.005
 tells its protocol, not us, when it drains."""
 
 
-def is_transport(obj: Any) -> bool:
+def _is_transport(obj: Any) -> bool:
     """Whether ``obj`` is an asyncio transport (uvloop's are not
     ``asyncio.BaseTransport`` subclasses, but quack alike)."""
     return isinstance(obj, asyncio.BaseTransport) or (
@@ -275,11 +277,11 @@ def is_transport(obj: Any) -> bool:
     )
 
 
-def check_transport(transport: Any) -> None:
+def _check_transport(transport: Any) -> None:
     """``TypeError`` for a transport bytepump cannot write into safely
     (not a stream socket's, another library's), ``ValueError`` for one
     that is closing: before anything about it is changed."""
-    if not (is_transport(transport) and hasattr(transport, "write")):
+    if not (_is_transport(transport) and hasattr(transport, "write")):
         raise TypeError(f"dst must be a stream transport, not {transport!r}")
     if transport.is_closing():
         raise ValueError("the transport is closing")
@@ -299,7 +301,7 @@ def check_transport(transport: Any) -> None:
         )
 
 
-async def to_transport(
+async def _to_transport(
     transport: Any, run: Callable[[int], Steps[T]], timeout: float | None
 ) -> T:
     """``run(fd)`` with ``fd`` writing into ``transport``'s connection.
@@ -312,7 +314,7 @@ async def to_transport(
     through ``transport.write``, with its flow control, from a socket pair
     ``run`` writes into: same result, not zero-copy.
     """
-    check_transport(transport)
+    _check_transport(transport)
     if transport.get_extra_info("ssl_object") is not None:
         return await _through_write(transport, run, timeout)
     loop = asyncio.get_running_loop()
@@ -332,7 +334,7 @@ async def to_transport(
             transport.resume_reading()
 
 
-async def chunked_to(
+async def _chunked_to(
     dst: Any,
     run: Callable[[ChunkedWriter], Steps[int]],
     timeout: float | None,
@@ -353,8 +355,8 @@ async def chunked_to(
         finally:
             writer.close()
 
-    if is_transport(dst):
-        return await to_transport(dst, framed, timeout)
+    if _is_transport(dst):
+        return await _to_transport(dst, framed, timeout)
     return await drive(framed(dst), timeout)
 
 

@@ -86,7 +86,7 @@ async def respond_with(
 
     async def send(transport: Any, mode: str) -> None:
         if mode == _respond.CHUNKED:
-            await aio.chunked_to(
+            await aio._chunked_to(
                 transport,
                 lambda writer: writer.splice(src, None, None),
                 timeout,
@@ -144,7 +144,7 @@ async def respond_from(
 
         async def send(transport: Any, mode: str) -> None:
             if mode == _respond.CHUNKED:
-                await aio.chunked_to(
+                await aio._chunked_to(
                     transport,
                     lambda writer: origin._body_steps(writer.dst, None, writer.splice),
                     timeout,
