@@ -4,7 +4,9 @@ zero-copy peers (``socket.sendfile``/``os.sendfile``, a bare ``os.splice``
 loop, the same splice calls in a C loop).
 
     python3 benchmarks/run.py --quick     # 64 KiB, 4 MiB, 256 MiB: under a minute
-    python3 benchmarks/run.py             # --full: 1 GiB as well
+    python3 benchmarks/run.py             # --full: 1 GiB and the HTTP scenario
+    python3 benchmarks/run.py --http-only # wrk against serve, nginx, http.server
+    python3 benchmarks/run.py --wsgi-only # wrk: edge include under gunicorn
     pypy3 benchmarks/run.py --quick
 
 Scenarios: file → TCP, TCP → TCP, TCP → file, pipe → file, file → file and
@@ -41,7 +43,9 @@ sys.path.insert(1, os.path.dirname(HERE))  # this checkout's bytepump first
 
 import _contenders  # noqa: E402
 import _cref  # noqa: E402
+import _http  # noqa: E402
 import _report  # noqa: E402
+import _wsgi  # noqa: E402
 from _ends import SCENARIOS, Bench, Scenario  # noqa: E402
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -270,7 +274,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-pin", action="store_true", help="leave processes unpinned to CPUs"
     )
+    for name, (_, what) in WRK_SCENARIOS.items():
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument(f"--{name}", action="store_true", help=f"{what}, any mode")
+        group.add_argument(f"--no-{name}", action="store_true", help=f"no {what}")
+        group.add_argument(f"--{name}-only", action="store_true", help=f"{what} alone")
+    parser.add_argument("--http-rounds", type=int, default=3, help="wrk rounds")
+    parser.add_argument("--http-seconds", type=float, default=4, help="per wrk run")
     return parser.parse_args(argv)
+
+
+WRK_SCENARIOS: dict[str, tuple[Any, str]] = {
+    "http": (_http, "the HTTP scenario (serve, nginx, http.server)"),
+    "wsgi": (_wsgi, "the WSGI edge-include scenario"),
+}
+"""Scenarios measured with wrk against servers: name → (module, what).
+Each module has ``run(work, rounds, seconds)``, ``table`` and ``targets``;
+``--NAME`` runs it in any mode, ``--NAME-only`` alone, full mode runs all."""
+
+
+def _only(args: argparse.Namespace) -> str | None:
+    return next((n for n in WRK_SCENARIOS if getattr(args, f"{n}_only")), None)
+
+
+def _wrk_wanted(args: argparse.Namespace, plan: Plan, name: str) -> bool:
+    only = _only(args)
+    if only is not None:
+        return only == name
+    full = plan.mode == "full" and not getattr(args, f"no_{name}")
+    return bool(getattr(args, name)) or full
 
 
 class Plan:
@@ -353,8 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     started, busy, ours = time.perf_counter(), busy_cpu_seconds(), os.times()
     work = tempfile.mkdtemp(prefix="bytepump-bench-")
     notes: list[str] = []
+    served: dict[str, dict[str, Any]] = {}
     try:
-        cells = measure(args, plan, work, notes)
+        cells = [] if _only(args) else measure(args, plan, work, notes)
+        for name, (module, _) in WRK_SCENARIOS.items():
+            if _wrk_wanted(args, plan, name):
+                served[name] = module.run(work, args.http_rounds, args.http_seconds)
+                notes += served[name]["notes"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     wall = time.perf_counter() - started
@@ -365,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     notes.append(f"other processes used {others:.1f} CPU s ({share:.0%} of the CPUs)")
     if share > 0.05:
         notes.append("WARNING: the machine was not quiet; figures may be skewed")
-    return report(args, plan, [c.as_dict() for c in cells], notes, wall)
+    return report(args, plan, [c.as_dict() for c in cells], notes, wall, served)
 
 
 def report(
@@ -374,23 +411,33 @@ def report(
     cells: list[dict[str, Any]],
     notes: list[str],
     wall: float,
+    served: dict[str, dict[str, Any]] | None = None,
 ) -> int:
+    served = served or {}
     results = _report.Results(cells)
     other_impl = "pypy" if IMPL == "cpython" else "cpython"
     other = _report.latest(args.results_dir, other_impl, plan.mode)
-    found = _report.targets(results, IMPL, other)
+    found = [] if _only(args) else _report.targets(results, IMPL, other)
+    for name, result in served.items():
+        found += WRK_SCENARIOS[name][0].targets(result)
     info = machine()
     title = f"{IMPL} {info['python']}, {plan.mode} mode"
     print(f"## bytepump benchmarks: {title}\n")
     print(f"{info.get('cpu', '?')}, {info['cpus']} CPUs, {info['platform']}\n")
     for note in notes:
         print(f"- {note}")
-    print(f"\n{_report.table(results, plan.runs)}\n{_report.targets_text(found)}\n")
+    if cells:
+        print(f"\n{_report.table(results, plan.runs)}")
+    for name, result in served.items():
+        if result["runs"]:
+            module, what = WRK_SCENARIOS[name]
+            print(f"\n### wrk: {what}\n\n{module.table(result)}")
+    print(f"\n{_report.targets_text(found)}\n")
     os.makedirs(args.results_dir, exist_ok=True)
     base = os.path.join(
         args.results_dir, f"{IMPL}-{plan.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    if not args.no_chart:
+    if cells and not args.no_chart:
         why_not = _report.chart(results, f"bytepump: {title}", base + ".png")
         print(why_not or f"chart: {base}.png")
     document = {
@@ -398,6 +445,7 @@ def report(
         "notes": notes,
         "cells": cells,
         "targets": [t.as_dict() for t in found],
+        **served,
     }
     with open(base + ".json", "w") as f:
         json.dump(document, f, indent=1)

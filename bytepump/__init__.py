@@ -44,8 +44,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # bytepump.aio works after a plain ``import bytepump`` without making
-    # every user pay for importing asyncio.
-    if name == "aio":
-        return importlib.import_module(".aio", __name__)
+    # bytepump.aio and bytepump.wsgi work after a plain ``import bytepump``
+    # without making every user pay for importing asyncio or threading.
+    if name in ("aio", "wsgi"):
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'bytepump' has no attribute {name!r}")

@@ -98,14 +98,13 @@ def parse_status_line(line: bytes) -> tuple[str, int, str]:
     return m.group(1).decode(), int(m.group(2)), (m.group(3) or b"").decode("latin-1")
 
 
-def parse_fields(lines: list[bytes]) -> http.client.HTTPMessage:
-    """The header (or trailer) fields of ``lines``, validated and unfolded.
+def field_lines(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """The ``(name, value)`` pairs of header (or trailer) field ``lines``,
+    each line checked and obs-folds replaced with a space (RFC 9112 5.2),
+    the values stripped of surrounding whitespace.
 
-    ``http.client.parse_headers`` does the parsing, but it is lenient in
-    ways that matter for framing: a line without a colon silently ends the
-    fields (the ones after it are lost), and folded lines keep their CRLF.
-    So every line is checked first, obs-folds are replaced with a space
-    (RFC 9112 5.2), and the stdlib parses the canonical result.
+    ``ProtocolError`` for a line without a colon, with whitespace before
+    it, a name that is no token, or a value with control characters.
     """
     fields: list[list[bytes]] = []
     for line in lines:
@@ -116,8 +115,20 @@ def parse_fields(lines: list[bytes]) -> http.client.HTTPMessage:
         if m is None or not _TEXT.fullmatch(m.group(2)):
             raise ProtocolError(f"malformed header line {line[:100]!r}")
         fields.append([m.group(1), m.group(2)])
+    return [(name, value.strip(b" \t")) for name, value in fields]
+
+
+def parse_fields(lines: list[bytes]) -> http.client.HTTPMessage:
+    """The header (or trailer) fields of ``lines``, validated and unfolded.
+
+    ``http.client.parse_headers`` does the parsing, but it is lenient in
+    ways that matter for framing: a line without a colon silently ends the
+    fields (the ones after it are lost), and folded lines keep their CRLF.
+    So every line is checked first (:func:`field_lines`), and the stdlib
+    parses the canonical result.
+    """
     canonical = b"".join(
-        name + b": " + value.strip(b" \t") + b"\r\n" for name, value in fields
+        name + b": " + value + b"\r\n" for name, value in field_lines(lines)
     )
     try:
         return http.client.parse_headers(io.BytesIO(canonical + b"\r\n"))
@@ -538,16 +549,24 @@ def check_headers(headers: HeaderPairs | None) -> list[tuple[str, str]]:
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError(f"header names and values must be str: {pair!r}")
         _check_text("header name", name)
-        _check_text(f"value of header {name!r}", value)
-        if not _TOKEN.fullmatch(name.encode("latin-1", "replace")):
-            raise ValueError(f"invalid header name {name!r}")
+        value = check_field(name, value)
         if name.lower() in _MANAGED:
             raise ValueError(f"header {name!r} is set by bytepump, not by the caller")
-        value = value.strip(" \t")
-        if not _TEXT.fullmatch(value.encode("latin-1")):
-            raise ValueError(f"value of header {name!r} contains control characters")
         checked.append((name, value))
     return checked
+
+
+def check_field(name: str, value: str) -> str:
+    """``value`` without surrounding blanks, once ``name`` is known to be a
+    token and ``value`` Latin-1 text without CR, LF, NUL or other controls
+    (``ValueError`` otherwise): a field that cannot split a head."""
+    _check_text(f"value of header {name!r}", value)
+    if not _TOKEN.fullmatch(name.encode("latin-1", "replace")):
+        raise ValueError(f"invalid header name {name!r}")
+    value = value.strip(" \t")
+    if not _TEXT.fullmatch(value.encode("latin-1")):
+        raise ValueError(f"value of header {name!r} contains control characters")
+    return value
 
 
 def build_request(origin: Origin, fields: list[tuple[str, str]]) -> bytes:

@@ -178,3 +178,57 @@ class Epoll:
         if self._epfd >= 0:
             fd, self._epfd = self._epfd, -1
             close(fd)
+
+
+# --- openat2(2), for bytepump serve ------------------------------------------
+# glibc (2.36 on Debian 12) has no openat2 wrapper: it is called through
+# syscall(2). syscall is variadic; as with fcntl above, its arguments are
+# declared fixed, which is sound where integer and pointer varargs are passed
+# like fixed arguments (x86-64 and aarch64 Linux; the syscall stub reads them
+# from the argument registers either way).
+_OPENAT2_CDEF = """
+struct open_how {
+    uint64_t flags;
+    uint64_t mode;
+    uint64_t resolve;
+};
+long syscall(long number, int dirfd, const char *path, struct open_how *how,
+             size_t size);
+"""
+ffi.cdef(_OPENAT2_CDEF)
+
+_SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437}.get(platform.machine(), -1)
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_BENEATH = 0x08
+
+
+def openat2(dirfd: int, path: bytes, flags: int, resolve: int) -> int:
+    """``openat2(2)``: open ``path`` relative to ``dirfd`` under the
+    ``RESOLVE_*`` rules in ``resolve``; returns the new descriptor.
+
+    ``OSError(ENOSYS)`` where the kernel (before 5.6) or the architecture
+    has no openat2.
+    """
+    if _SYS_OPENAT2 < 0:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+    how = ffi.new("struct open_how *", {"flags": flags, "resolve": resolve})
+    fd = _lib.syscall(_SYS_OPENAT2, dirfd, path, how, ffi.sizeof("struct open_how"))
+    if fd < 0:
+        _raise()
+    return int(fd)
+
+
+# --- connect(2) to AF_UNSPEC, for the web adapters ---------------------------
+# Aborting a connection without closing its descriptor, which belongs to
+# the web server: connect() to an AF_UNSPEC address disconnects a TCP
+# socket, and the kernel sends RST (tcp_disconnect) so that the client sees
+# an error, never a clean end of a short body.
+ffi.cdef("int connect(int fd, const void *addr, unsigned int addrlen);")
+_AF_UNSPEC_ADDRESS = ffi.new("unsigned short[8]")  # sa_family 0, 16 bytes
+
+
+def disconnect(fd: int) -> None:
+    """Reset the connected stream socket ``fd`` (TCP: an RST goes out); the
+    descriptor stays open, its owner closes it. ``OSError`` on failure."""
+    if _lib.connect(fd, _AF_UNSPEC_ADDRESS, 16) < 0:
+        _raise()

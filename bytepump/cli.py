@@ -31,11 +31,33 @@ Progress = Optional[Callable[[int], object]]
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # what a shell reports for a process ended by SIGINT
+EXIT_BROKEN_PIPE = 141  # ... and by SIGPIPE, as cat is when its reader quits
+MAX_NUMBER = 2**63 - 1
+"""The largest count or offset the kernel takes (loff_t)."""
+MAX_TIMEOUT = 1e9
+"""Seconds (31 years); more does not fit the sockets' and the loop's clocks."""
 _URL_SCHEMES = ("http://", "https://")
 
 
 class CommandError(Exception):
     """A failure to report as one line, without a traceback."""
+
+
+class QuietExit(Exception):
+    """An end to report with an exit status only."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def shown(text: str) -> str:
+    """``text`` with control characters escaped, so that a name holding CR,
+    LF or ESC is echoed on one line and cannot rewrite the terminal."""
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
 
 
 # --- arguments -------------------------------------------------------------
@@ -45,7 +67,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse's default prints the whole usage first; one line naming
         # the cause is the rule for every error of this command.
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {shown(message)} (see --help)\n")
 
 
 def _count(text: str) -> int:
@@ -55,6 +77,15 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    if value > MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1: {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
     return value
 
 
@@ -65,6 +96,8 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
+    if value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be at most 1e9 seconds: {text}")
     return value
 
 
@@ -169,8 +202,15 @@ def _open_destination(spec: str, timeout: float, stack: contextlib.ExitStack) ->
 
 def _check_distinct(src: Any, args: argparse.Namespace) -> None:
     # Opening DST truncates it: copying a file onto itself (also through
-    # stdin, ``copy - f < f``) would empty it first.
-    if not isinstance(src, int) or args.dst == "-" or tcp_address(args.dst):
+    # stdin, ``copy - f < f``) would empty it first. Standard output being
+    # SRC (``copy f - >> f``) would grow it without end, as cat knows.
+    if not isinstance(src, int) or tcp_address(args.dst):
+        return
+    if args.dst == "-":
+        with contextlib.suppress(OSError):  # no stdout: writing will say so
+            info = os.fstat(1)
+            if stat.S_ISREG(info.st_mode) and os.path.samestat(os.fstat(src), info):
+                raise CommandError(f"{args.src}: input file is output file")
         return
     try:
         same = os.path.samestat(os.fstat(src), os.stat(args.dst))
@@ -276,6 +316,12 @@ def copy(args: argparse.Namespace) -> None:
                 )
             if isinstance(dst, socket.socket):
                 dst.shutdown(socket.SHUT_WR)  # the peer sees end of stream now
+        except BrokenPipeError as exc:
+            if args.dst != "-":
+                raise _transfer_error(exc, args) from exc
+            # The reader of standard output has quit (``| head``): end as
+            # quietly as cat does, killed by SIGPIPE.
+            raise QuietExit(EXIT_BROKEN_PIPE) from exc
         except (OSError, ValueError) as exc:  # ProtocolError is a ValueError
             raise _transfer_error(exc, args) from exc
 
@@ -291,7 +337,9 @@ def serve(args: argparse.Namespace) -> None:
     if not os.path.isdir(args.dir):
         raise CommandError(f"{args.dir}: not a directory")
     with _failing(f"cannot listen on {args.bind} port {args.port}"):
-        server = Server((args.bind, args.port), args.dir, args.timeout)
+        server = Server(
+            (args.bind, args.port), args.dir, args.timeout, args.max_connections
+        )
     with server:
         host, port = server.server_address[:2]
         if ":" in host:
@@ -358,6 +406,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="drop a client idle for S seconds (default 60)",
     )
+    serve_parser.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=512,
+        metavar="N",
+        help="hold at most N client connections at once (default 512)",
+    )
     serve_parser.set_defaults(run=serve)
     return parser
 
@@ -368,8 +423,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except CommandError as exc:
-        print(f"bytepump: {exc}", file=sys.stderr)
+        print(f"bytepump: {shown(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
+    except QuietExit as exc:
+        return exc.status
     except KeyboardInterrupt:
         print("bytepump: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -39,7 +39,9 @@ def test_tiny_run_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     for name in ("bytepump", "copyfileobj"):
         mine = [row for row in rows if row[1] == name]
         assert len(mine) == len(SCENARIOS), done.stdout
-        assert all(float(row[3]) > 0 for row in mine), done.stdout
+        # The table rounds GB/s to two decimals, so a 64 KiB transfer on a
+        # busy machine can print 0.00: the stored JSON below is checked > 0.
+        assert all(float(row[3]) >= 0 for row in mine), done.stdout
     assert "### Targets" in done.stdout
 
     [stored] = tmp_path.glob("*.json")

@@ -364,6 +364,11 @@ def test_same_file(src_file, tmp_path) -> None:
         (("copy", "a", "b", "--offset", "x"), "not a whole number"),
         (("copy", "a", "b", "--timeout", "0"), "must be a positive number"),
         (("copy", "a", "b", "--timeout", "nan"), "must be a positive number"),
+        (("copy", "a", "b", "--timeout", "inf"), "must be a positive number"),
+        (("copy", "a", "b", "--timeout", "1e308"), "must be at most 1e9 seconds"),
+        (("copy", "a", "b", "--offset", str(2**63)), "must be at most 2**63 - 1"),
+        (("copy", "a", "b", "--count", str(2**63)), "must be at most 2**63 - 1"),
+        (("serve", "--max-connections", "0"), "must be positive"),
         (("frobnicate",), "invalid choice"),
         (("serve", "--port", "70000"), "not a port number"),
     ],
@@ -372,6 +377,61 @@ def test_bad_arguments(args, cause) -> None:
     result = bytepump(*args)
     assert result.returncode == 2
     assert cause in failure_line(result)
+
+
+@pytest.mark.parametrize(
+    "option", [("--offset", str(2**63)), ("--timeout", "1e308"), ("--timeout", "inf")]
+)
+def test_bad_numbers_leave_destination_alone(option, tmp_path) -> None:
+    # Checked before DST is opened (truncated): one line, exit status 2.
+    dst = tmp_path / "dst"
+    dst.write_bytes(b"keep")
+    result = bytepump("copy", f"tcp:127.0.0.1:{free_port()}", str(dst), *option)
+    assert result.returncode == 2
+    failure_line(result)
+    assert dst.read_bytes() == b"keep"
+
+
+def test_stdout_is_the_source(src_file) -> None:
+    # ``bytepump copy g - >> g`` grew g without end; cat refuses it.
+    for args in ((str(src_file), "-"), ("-", "-")):
+        with src_file.open("ab") as stdout, src_file.open("rb") as stdin:
+            result = subprocess.run(
+                [sys.executable, "-m", "bytepump", "copy", *args],
+                stdin=stdin,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                timeout=WAIT,
+                check=False,
+            )
+        line = failure_line(result)
+        assert line == f"bytepump: {args[0]}: input file is output file"
+        assert src_file.read_bytes() == DATA
+
+
+def test_control_characters_echoed_escaped(tmp_path) -> None:
+    name = str(tmp_path / "a\r\nb\x1bc")
+    line = failure_line(bytepump("copy", name, "-"))
+    assert (
+        line
+        == f"bytepump: cannot read {tmp_path}/a\\r\\nb\\x1bc: No such file or directory"
+    )
+
+
+def test_reader_of_stdout_quits(src_file) -> None:
+    # ``bytepump copy big - | head``: quiet, with cat's status (SIGPIPE).
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bytepump", "copy", str(src_file), "-"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout.read(10) == DATA[:10]
+    process.stdout.close()
+    err = process.stderr.read()
+    process.stderr.close()
+    assert process.wait(WAIT) == cli.EXIT_BROKEN_PIPE
+    assert err == b""
 
 
 @pytest.mark.parametrize(
