@@ -5,7 +5,7 @@ through aiohttp), splices the body into the request's transport with
 :mod:`bytepump.aio` (which borrows the socket and gives it back, so
 keep-alive holds) and returns the finished response for the handler to
 return. What to answer — status, fields, ranges, conditionals — comes from
-:mod:`bytepump._respond`, shared with the WSGI adapter; this module only
+:mod:`bytepump._reply`, shared with the WSGI adapter; this module only
 translates. A failure once the head is out aborts the connection: no client
 takes a short body for a whole one.
 
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import _respond, aio
+from . import _reply, aio
 from ._endpoint import FILE, Endpoint, FdLike
 from ._errors import IncompleteBody
 from ._http1 import HeaderPairs
@@ -31,7 +31,7 @@ from .edge import _check_count
 __all__ = ["respond_from", "respond_with"]
 
 Send = Callable[[Any, str], Awaitable[None]]
-"""Sends a body into a transport, framed as the mode (``_respond.framing``)
+"""Sends a body into a transport, framed as the mode (``_reply.framing``)
 says."""
 
 
@@ -58,34 +58,39 @@ async def respond_with(
     before the promised length, or any other failure after the head, aborts
     the connection and raises.
     """
-    extra = _respond.user_fields(headers)
+    extra = _reply.check_fields(headers)
     if count is not None:
         _check_count("count", count)
     if offset is not None:
         _check_count("offset", offset)
     check_timeout(timeout)
     source = Endpoint(src, "src")
+    head = request.method == "HEAD"
     if source.kind == FILE:
+        info = os.fstat(source.fd)
         start = offset if offset is not None else _position(src, source.fd)
-        answer = _respond.file_answer(
-            os.fstat(source.fd),
-            request.headers.get,
-            method=request.method,
-            status=status,
-            start=start,
-            count=count,
-            content_type=_respond.guess_type(getattr(src, "name", None)),
-            extra=extra,
-        )
+        if status == 200:
+            name = getattr(src, "name", None)
+            answer = _reply.file_reply(
+                info,
+                start,
+                count,
+                request.headers.get,
+                head=head,
+                name=name if isinstance(name, str) else None,
+            )
+        else:
+            size = max(0, info.st_size - start)
+            length = size if count is None else count
+            answer = _reply.Reply(status, [], start, length, body=not head)
     else:
         if offset is not None:
             raise ValueError("offset needs a seekable (regular file) src")
-        answer = _respond.stream_answer(
-            method=request.method, status=status, count=count, extra=extra
-        )
+        answer = _reply.Reply(status, [], 0, count, body=not head)
+    start_at = answer.start if source.kind == FILE else None
 
     async def send(transport: Any, mode: str) -> None:
-        if mode == _respond.CHUNKED:
+        if mode == _reply.CHUNKED:
             await aio._chunked_to(
                 transport,
                 lambda writer: writer.splice(src, None, None),
@@ -94,14 +99,14 @@ async def respond_with(
             )
             return
         n = await aio.splice_to(
-            src, transport, timeout, count=answer.length, offset=answer.start
+            src, transport, timeout, count=answer.length, offset=start_at
         )
         if answer.length is not None and n < answer.length:
             raise IncompleteBody(
                 f"src ended after {n} of the {answer.length} bytes promised", n
             )
 
-    return await _respond_with_answer(request, answer, send)
+    return await _respond_with_answer(request, answer, extra, send)
 
 
 async def respond_from(
@@ -126,24 +131,22 @@ async def respond_from(
     answer as it likes. The body resumes as :func:`bytepump.splice_from`
     does; a failure after the head aborts the connection and raises.
     """
-    extra = _respond.user_fields(headers)
-    asked = _respond.ForwardedRange()
+    asked = _reply.Forward()
     if request.method == "GET":
-        asked = _respond.forward_range(request.headers.get)
+        asked = _reply.forward_range(request.headers.get)
     origin = await aio.fetch(
         url,
         timeout,
+        headers=headers,
         retries=retries,
         max_redirects=max_redirects,
-        **asked.fetch_kwargs(),
+        **asked._asdict(),
     )
     try:
-        answer = _respond.origin_answer(
-            origin, method=request.method, asked=asked, extra=extra
-        )
+        answer = _reply.origin_reply(origin, asked, head=request.method == "HEAD")
 
         async def send(transport: Any, mode: str) -> None:
-            if mode == _respond.CHUNKED:
+            if mode == _reply.CHUNKED:
                 await aio._chunked_to(
                     transport,
                     lambda writer: origin._body_steps(writer.dst, None, writer.splice),
@@ -153,13 +156,13 @@ async def respond_from(
             else:
                 await origin.splice_to(transport)
 
-        return await _respond_with_answer(request, answer, send)
+        return await _respond_with_answer(request, answer, [], send)
     finally:
         origin.close()
 
 
 # respond_zip (DESIGN §6) belongs here once ZipArchive exists: an Answer
-# built like _respond.file_answer from archive.size, .etag and
+# built like _reply.file_reply from archive.size, .etag and
 # .last_modified (Content-Type application/zip, Content-Disposition from
 # filename), and a Send that calls archive.splice_to(transport-borrowing
 # fd, start=, end=) for the window — through _respond_with_answer, like the
@@ -167,16 +170,23 @@ async def respond_from(
 
 
 async def _respond_with_answer(
-    request: web.BaseRequest, answer: _respond.Answer, send: Send
+    request: web.BaseRequest, answer: _reply.Reply, extra: _reply.Fields, send: Send
 ) -> web.StreamResponse:
-    """Write ``answer``'s head through aiohttp, have ``send`` put the body
-    into the transport, and end the response; abort on any failure once
-    the head is out."""
-    response = web.StreamResponse(status=answer.status, headers=answer.headers)
-    mode = _respond.framing(answer, tuple(request.version))
-    if mode == _respond.CHUNKED:
+    """Write ``answer``'s head (with the caller's ``extra`` fields, which
+    replace ours of the same name) through aiohttp, have ``send`` put the
+    body into the transport, and end the response; abort on any failure
+    once the head is out."""
+    theirs = {name.lower() for name, _ in extra}
+    fields = [f for f in answer.fields if f[0].lower() not in theirs] + extra
+    response = web.StreamResponse(status=answer.status, headers=fields)
+    mode = _reply.framing(answer, tuple(request.version))
+    if answer.length is not None:
+        response.content_length = answer.length
+    elif not answer.body and request.method != "HEAD" and answer.status != 304:
+        response.content_length = 0  # a 416: nothing follows
+    if mode == _reply.CHUNKED:
         response.enable_chunked_encoding()
-    elif mode == _respond.CLOSE:
+    elif mode == _reply.CLOSE:
         response.force_close()
     await response.prepare(request)  # a StreamResponse writes its head now
     if answer.body and answer.length != 0:
