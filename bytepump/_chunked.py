@@ -87,7 +87,7 @@ class ChunkedWriter:
     :meth:`finish` writes the last chunk."""
 
     def __init__(self, dst: FdLike, timeout: float | None) -> None:
-        self.dst = dst
+        self.dst: Any = dst
         self.timeout = timeout
         self._framer = ChunkFramer()
         self._endpoint = Endpoint(dst, "dst")

@@ -179,7 +179,8 @@ async def _respond_with_answer(
     theirs = {name.lower() for name, _ in extra}
     fields = [f for f in answer.fields if f[0].lower() not in theirs] + extra
     response = web.StreamResponse(status=answer.status, headers=fields)
-    mode = _reply.framing(answer, tuple(request.version))
+    version = (request.version.major, request.version.minor)
+    mode = _reply.framing(answer, version)
     if answer.length is not None:
         response.content_length = answer.length
     elif not answer.body and request.method != "HEAD" and answer.status != 304:

@@ -649,7 +649,8 @@ class Fetch:
             if not framing.chunked and framing.length is None:
                 # Delimited by closing, yet never past its Content-Range.
                 framing = _http1.Framing(False, rng.last - rng.first + 1)
-            first, total, stop = want, rng.complete, rng.last + 1
+            first, total = want, rng.complete
+            stop: int | None = rng.last + 1
         else:
             if not self.started:
                 self._whole_or_skip(framing)
@@ -712,10 +713,10 @@ class Fetch:
         start = self._pos
         skip = self.offset + self.delivered - self._pos
         if skip > 0:
-            count = skip if size is None else min(skip, size)
-            moved = yield from self._splice(sock, self._null(), count, None)
+            skipping = skip if size is None else min(skip, size)
+            moved = yield from self._splice(sock, self._null(), skipping, None)
             self._pos += moved
-            if moved < count:
+            if moved < skipping:
                 return self._ended(size, self._pos - start)
         count = None if size is None else size - (self._pos - start)
         if self._stop is not None:
