@@ -60,6 +60,33 @@ def _number(digits: str) -> int:
     return _HUGE if len(digits) > _MAX_DIGITS else int(digits)
 
 
+RangeSpec = tuple[Optional[int], Optional[int]]
+"""``(first, last)`` of ``bytes=first-last``; either may be ``None``
+(``first-``, and the suffix ``-last``), not both."""
+
+
+def range_spec(value: str | None) -> RangeSpec | None:
+    """The one byte range a ``Range`` value asks for, before any size is
+    known (to pass on to an origin), or ``None`` where :func:`parse_range`
+    would send the whole representation: no header, another unit, several
+    ranges, a malformed or inverted spec."""
+    if value is None:
+        return None
+    unit, sep, specs = value.partition("=")
+    if not sep or unit.strip(" \t").lower() != "bytes" or "," in specs:
+        return None
+    match = _RANGE_SPEC.fullmatch(specs.strip(" \t"))
+    if match is None:
+        return None
+    digits = match.groups()
+    first, last = (None if d is None else _number(d) for d in digits)
+    if first is None and last is None:
+        return None
+    if first is not None and last is not None and last < first:
+        return None  # last-pos < first-pos: invalid, so ignored
+    return first, last
+
+
 def parse_range(value: str | None, size: int) -> RangeDecision:
     """What to send for a ``Range`` header ``value`` on a ``size``-byte file.
 
@@ -72,31 +99,21 @@ def parse_range(value: str | None, size: int) -> RangeDecision:
     range (serving one 200 is allowed and cheaper than multipart), and an
     empty file, which has no byte a 206 could name.
     """
-    if value is None:
+    spec = range_spec(value)
+    if spec is None:
         return None
-    unit, sep, specs = value.partition("=")
-    if not sep or unit.strip(" \t").lower() != "bytes" or "," in specs:
-        return None
-    match = _RANGE_SPEC.fullmatch(specs.strip(" \t"))
-    if match is None:
-        return None
-    first, last = match.groups()
+    first, last = spec
     if first is None:
-        if last is None:
-            return None
-        suffix = _number(last)
+        suffix = last or 0  # never None here: range_spec has one of the two
         if size == 0:
             return None
         if suffix == 0:
             return Unsatisfiable(size)
         return ByteRange(max(size - suffix, 0), size)
-    start = _number(first)
-    end = size if last is None else _number(last) + 1
-    if end <= start and last is not None:
-        return None  # last-pos < first-pos: invalid, so ignored
-    if start >= size:
+    end = size if last is None else last + 1
+    if first >= size:
         return Unsatisfiable(size) if size else None
-    return ByteRange(start, min(end, size))
+    return ByteRange(first, min(end, size))
 
 
 def entity_tags(value: str) -> list[str] | None:

@@ -13,9 +13,10 @@ import email.utils
 import mimetypes
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 from . import _http1, _ranges
+from ._errors import ProtocolError
 
 Fields = list[tuple[str, str]]
 HeaderPairs = Union[Mapping[str, str], Iterable[tuple[str, str]]]
@@ -177,3 +178,40 @@ def forward_range(get: GetField) -> Forward:
 def origin_fields(get: GetField) -> Fields:
     """The fields of an origin's head that an edge include passes on."""
     return [(name, value) for name in PASSED_ON if (value := get(name)) is not None]
+
+
+def origin_reply(origin: Any, asked: Forward, *, head: bool) -> Reply:
+    """The answer for an edge include: ``origin`` is a fetched
+    :class:`bytepump.OriginResponse` (``status``, ``headers``, ``offset``,
+    ``length``, ``total``), ``asked`` what :func:`forward_range` passed on.
+
+    The origin's 206 or 200 and :data:`PASSED_ON` fields go through as they
+    are. One case is rewritten: an origin that ignored a forwarded range
+    sent without ``If-Range`` answered 200, whose leading bytes ``fetch``
+    skips; passing that 200 on would hand the client part of the object as
+    if whole, so it gets the 206 it asked for, with a Content-Range built
+    from the window (``ProtocolError`` when the origin said no size to build
+    it from).
+    """
+    fields = origin_fields(origin.headers.get)
+    status = origin.status
+    if status == 200 and asked != Forward() and asked.if_range is None:
+        if not origin.length or origin.total is None:
+            raise ProtocolError("origin ignored the range and said no size")
+        last = origin.offset + origin.length - 1
+        fields = [f for f in fields if f[0] != "Content-Range"]
+        fields.append(("Content-Range", f"bytes {origin.offset}-{last}/{origin.total}"))
+        status = 206
+    return Reply(status, fields, 0, origin.length, body=not head)
+
+
+CHUNKED, CLOSE, LENGTH = "chunked", "close", "length"
+
+
+def framing(reply: Reply, version: tuple[int, int]) -> str:
+    """How the body is delimited for an HTTP/``version`` client: by its
+    Content-Length (known, or no body), chunked (HTTP/1.1, unknown length)
+    or by closing the connection (HTTP/1.0, unknown length)."""
+    if reply.length is not None or not reply.body:
+        return LENGTH
+    return CHUNKED if version >= (1, 1) else CLOSE

@@ -12,26 +12,31 @@ the awaiting coroutine sees; asyncio before Python 3.11 raises a new one to
 whoever awaits the cancelled Task from outside, with the original as its
 ``__context__``.)
 
-The descriptors must not be registered with the loop by someone else (an
-asyncio transport's socket) during the call: ``add_reader`` would replace
-their callback.
+``dst`` may be an ``asyncio.Transport`` (a TCP or Unix socket's, on the
+standard loop or uvloop): it is borrowed for the call and given back (see
+:func:`_to_transport`). Other descriptors must not be registered with the
+loop by someone else during the call: ``add_reader`` would replace their
+callback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import socket
-from collections.abc import Collection, Generator
+from collections.abc import Callable, Collection, Generator
 from typing import Any
 
 from . import _http1
+from ._chunked import ChunkedWriter
 from ._endpoint import FdLike
-from ._errors import annotate
+from ._errors import DownstreamTimeout, annotate
 from ._http1 import HeaderPairs, ResponseHead
 from ._pump import ProgressCallback
 from ._transfer import Steps, T, Transfer, steps
-from ._waiters import READ, Wait, timeout_error
+from ._waiters import READ, WRITE, Wait, timeout_error
 from .edge import (
     ACCEPTED,
     Fetch,
@@ -91,9 +96,18 @@ async def splice_to(
     on_progress: ProgressCallback = None,
     fallback: bool = True,
 ) -> int:
-    """Await a copy from ``src`` to ``dst``; see :func:`bytepump.splice_to`."""
-    run = steps(Transfer(src, dst, timeout, count, offset, on_progress, fallback))
-    return await drive(run, timeout)
+    """Await a copy from ``src`` to ``dst``; see :func:`bytepump.splice_to`.
+
+    ``dst`` may also be an ``asyncio.Transport`` over a TCP or Unix stream
+    socket (see :func:`to_transport`).
+    """
+
+    def run(fd: Any) -> Steps[int]:
+        return steps(Transfer(src, fd, timeout, count, offset, on_progress, fallback))
+
+    if _is_transport(dst):
+        return await _to_transport(dst, run, timeout)
+    return await drive(run(dst), timeout)
 
 
 async def splice_from(
@@ -124,6 +138,12 @@ async def splice_from(
         retries=retries,
         max_redirects=max_redirects,
     )
+    if _is_transport(dst):
+        _check_transport(dst)
+        await _resolve(job)
+        return await _to_transport(
+            dst, lambda fd: fetch_steps(job, fd, on_progress), timeout
+        )
     _check_dst(dst)
     await _resolve(job)
     return await drive(fetch_steps(job, dst, on_progress), timeout)
@@ -150,9 +170,14 @@ class OriginResponse(OriginBase):
     connection."""
 
     async def splice_to(self, dst: Any, *, on_progress: ProgressCallback = None) -> int:
-        """Await the body spliced into ``dst``; see
-        :meth:`bytepump.OriginResponse.splice_to`."""
-        return await drive(self._body_steps(dst, on_progress), self._fetch.timeout)
+        """Await the body spliced into ``dst`` (a descriptor or an
+        ``asyncio.Transport``); see :meth:`bytepump.OriginResponse.splice_to`."""
+        timeout = self._fetch.timeout
+        if _is_transport(dst):
+            return await _to_transport(
+                dst, lambda fd: self._body_steps(fd, on_progress), timeout
+            )
+        return await drive(self._body_steps(dst, on_progress), timeout)
 
     async def __aenter__(self) -> OriginResponse:
         return self
@@ -230,6 +255,175 @@ async def skip_headers(
     """Await an HTTP/1.x response head from ``sock``, and not one byte
     more; see :func:`bytepump.skip_headers`."""
     return await drive(skip_headers_steps(sock, max_size, timeout, expect), timeout)
+
+
+# --- transports as destinations ------------------------------------------
+
+_BORROWABLE = ("asyncio.", "uvloop.")
+"""Modules whose socket transports are known to be borrowed safely: they
+write only from their buffer (drained first) and read only while reading
+is on (paused during the call)."""
+_STREAM_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+_TRANSPORT_POLL = 0.005
+"""Seconds between looks at a TLS transport's write buffer: a transport
+tells its protocol, not us, when it drains."""
+
+
+def _is_transport(obj: Any) -> bool:
+    """Whether ``obj`` is an asyncio transport (uvloop's are not
+    ``asyncio.BaseTransport`` subclasses, but quack alike)."""
+    return isinstance(obj, asyncio.BaseTransport) or (
+        hasattr(obj, "get_extra_info") and hasattr(obj, "pause_reading")
+    )
+
+
+def _check_transport(transport: Any) -> None:
+    """``TypeError`` for a transport bytepump cannot write into safely
+    (not a stream socket's, another library's), ``ValueError`` for one
+    that is closing: before anything about it is changed."""
+    if not (_is_transport(transport) and hasattr(transport, "write")):
+        raise TypeError(f"dst must be a stream transport, not {transport!r}")
+    if transport.is_closing():
+        raise ValueError("the transport is closing")
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.type != socket.SOCK_STREAM:
+        raise TypeError(f"{transport!r} is not over a stream socket")
+    if sock.family not in _STREAM_FAMILIES:
+        raise TypeError(f"{transport!r} is not over a TCP or Unix socket")
+    if transport.get_extra_info("ssl_object") is not None:
+        return  # written through transport.write: any kind will do
+    if not type(transport).__module__.startswith(_BORROWABLE):
+        # aiohttp's aiofastnet transports and the like: they may write or
+        # read behind our back, so their socket is not ours to splice into.
+        raise TypeError(
+            f"cannot borrow the socket of a {type(transport).__qualname__} "
+            f"from {type(transport).__module__}: only asyncio's and uvloop's"
+        )
+
+
+async def _to_transport(
+    transport: Any, run: Callable[[int], Steps[T]], timeout: float | None
+) -> T:
+    """``run(fd)`` with ``fd`` writing into ``transport``'s connection.
+
+    A cleartext transport's socket is borrowed, as ``loop.sendfile`` does
+    (KERNEL-NOTES): its reading paused, its write buffer drained, the
+    bytes spliced into a ``dup()`` of its socket (the loop refuses waits on
+    the descriptor a transport owns, and the duplicate is in no table),
+    and everything put back on every path. A TLS transport gets the bytes
+    through ``transport.write``, with its flow control, from a socket pair
+    ``run`` writes into: same result, not zero-copy.
+    """
+    _check_transport(transport)
+    if transport.get_extra_info("ssl_object") is not None:
+        return await _through_write(transport, run, timeout)
+    loop = asyncio.get_running_loop()
+    fd = os.dup(transport.get_extra_info("socket").fileno())
+    reading = transport.is_reading()
+    try:
+        if reading:
+            transport.pause_reading()
+        drained = Wait(fd, WRITE, DownstreamTimeout, "dst (transport buffer)")
+        while transport.get_write_buffer_size():
+            await _ready(loop, drained, timeout)
+            await asyncio.sleep(0)  # the transport's writer runs in this pass
+        return await drive(run(fd), timeout)
+    finally:
+        os.close(fd)
+        if reading and not transport.is_closing():
+            transport.resume_reading()
+
+
+async def _chunked_to(
+    dst: Any,
+    run: Callable[[ChunkedWriter], Steps[int]],
+    timeout: float | None,
+    *,
+    last_chunk: bool = True,
+) -> int:
+    """``run(writer)`` with a :class:`~bytepump._chunked.ChunkedWriter`
+    into ``dst`` (a descriptor or a transport), then the end of the chunked
+    body (the last chunk, or with ``last_chunk=False`` only what closes the
+    data, for a server that writes the last chunk itself)."""
+
+    def framed(fd: Any) -> Steps[int]:
+        writer = ChunkedWriter(fd, timeout)
+        try:
+            moved = yield from run(writer)
+            yield from writer.finish(last_chunk)
+            return moved
+        finally:
+            writer.close()
+
+    if _is_transport(dst):
+        return await _to_transport(dst, framed, timeout)
+    return await drive(framed(dst), timeout)
+
+
+async def _through_write(
+    transport: Any, run: Callable[[int], Steps[T]], timeout: float | None
+) -> T:
+    loop = asyncio.get_running_loop()
+    mine, theirs = socket.socketpair()
+    mine.setblocking(False)
+    theirs.setblocking(False)
+
+    async def forward() -> None:
+        try:
+            await _forward(loop, theirs, transport, timeout)
+        finally:
+            # A failed forwarder stops the writer at once (EPIPE), not
+            # after its own timeout; its error is the one raised.
+            theirs.close()
+
+    forwarder = asyncio.ensure_future(forward())
+    try:
+        with mine:
+            try:
+                result = await drive(run(mine.fileno()), timeout)
+            except BaseException as exc:
+                if forwarder.done() and not forwarder.cancelled():
+                    failure = forwarder.exception()
+                    if failure is not None:
+                        annotate(failure, getattr(exc, "transferred", 0))
+                        raise failure from exc
+                raise
+            mine.shutdown(socket.SHUT_WR)
+        await forwarder
+        return result
+    finally:
+        if not forwarder.done():
+            forwarder.cancel()
+            with contextlib.suppress(BaseException):
+                await forwarder
+
+
+async def _forward(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    transport: Any,
+    timeout: float | None,
+) -> None:
+    """Copy what arrives on ``sock`` into ``transport`` until end of file,
+    keeping its write buffer below its low-water mark."""
+    low = transport.get_write_buffer_limits()[0]
+    while True:
+        data = await loop.sock_recv(sock, 1 << 18)
+        if not data:
+            return
+        transport.write(data)
+        idle = 0.0
+        while transport.get_write_buffer_size() > low:
+            if transport.is_closing():
+                raise ConnectionResetError("the transport closed")
+            before = transport.get_write_buffer_size()
+            await asyncio.sleep(_TRANSPORT_POLL)
+            shrank = transport.get_write_buffer_size() < before
+            idle = 0.0 if shrank else idle + _TRANSPORT_POLL
+            if timeout is not None and idle > timeout:
+                raise DownstreamTimeout(
+                    f"dst (TLS transport) idle for more than {timeout} s"
+                )
 
 
 async def drive(run: Steps[T], timeout: float | None) -> T:

@@ -43,6 +43,9 @@ ProgressCallback = Optional[Callable[[int], object]]
 Addresses = list[tuple[Any, ...]]
 """What ``socket.getaddrinfo`` returns for a host and port."""
 
+Into = Callable[[Any, Optional[int], ProgressCallback], Steps[int]]
+"""Moves up to ``count`` (``None``: all) bytes from a socket onward."""
+
 ACCEPTED = (200, 206)
 """The statuses :func:`skip_headers` accepts unless told otherwise."""
 _REDIRECTS = frozenset([301, 302, 303, 307, 308])
@@ -389,6 +392,7 @@ class Fetch:
         response promised (within the asked-for window); ``None`` for a body
         delimited by closing the connection or chunked, of unknown size."""
         self.used = False
+        self._into: Into = self._to_dst
         self._sock: Any = None
         self._framing = _http1.Framing(False, 0)
         self._stop: int | None = None
@@ -420,15 +424,20 @@ class Fetch:
             annotate(exc, 0)
             raise
 
-    def body(self, dst: Any, on_progress: ProgressCallback) -> Steps[int]:
+    def body(
+        self, dst: Any, on_progress: ProgressCallback, into: Into | None = None
+    ) -> Steps[int]:
         """Move the body :meth:`open` reached into ``dst``, resuming as
         :func:`splice_from` does; returns the bytes written. Runs once; the
         origin connection is closed when it ends. Every exception carries
-        ``.transferred``."""
+        ``.transferred``. ``into(sock, count, on_progress)``, if given,
+        moves each run of body bytes instead of a plain transfer to ``dst``
+        (a :class:`~bytepump._chunked.ChunkedWriter` framing them)."""
         if self.used:
             raise ValueError("this origin response's body was already taken")
         self.used = True
         self.dst, self.on_progress = dst, on_progress
+        self._into = into or self._to_dst
         reconnections = 0
         try:
             while self.head is not None:
@@ -640,7 +649,8 @@ class Fetch:
             if not framing.chunked and framing.length is None:
                 # Delimited by closing, yet never past its Content-Range.
                 framing = _http1.Framing(False, rng.last - rng.first + 1)
-            first, total, stop = want, rng.complete, rng.last + 1
+            first, total = want, rng.complete
+            stop: int | None = rng.last + 1
         else:
             if not self.started:
                 self._whole_or_skip(framing)
@@ -703,10 +713,10 @@ class Fetch:
         start = self._pos
         skip = self.offset + self.delivered - self._pos
         if skip > 0:
-            count = skip if size is None else min(skip, size)
-            moved = yield from self._splice(sock, self._null(), count, None)
+            skipping = skip if size is None else min(skip, size)
+            moved = yield from self._splice(sock, self._null(), skipping, None)
             self._pos += moved
-            if moved < count:
+            if moved < skipping:
                 return self._ended(size, self._pos - start)
         count = None if size is None else size - (self._pos - start)
         if self._stop is not None:
@@ -715,7 +725,7 @@ class Fetch:
         if count == 0:
             return self._pos - start
         try:
-            moved = yield from self._splice(sock, self.dst, count, self.on_progress)
+            moved = yield from self._into(sock, count, self.on_progress)
         except BaseException as exc:
             self._delivered(getattr(exc, "transferred", 0))
             raise
@@ -729,6 +739,11 @@ class Fetch:
     ) -> Steps[int]:
         """``splice_to(sock, dst, ...)``, waits yielded to this call's driver."""
         return steps(Transfer(sock, dst, self.timeout, count, None, on_progress, True))
+
+    def _to_dst(
+        self, sock: Any, count: int | None, on_progress: ProgressCallback
+    ) -> Steps[int]:
+        return self._splice(sock, self.dst, count, on_progress)
 
     def _delivered(self, n: int) -> None:
         self.delivered += n
@@ -869,9 +884,11 @@ class OriginBase:
         """Close the origin connection (the body, if not spliced, is lost)."""
         self._fetch.close()
 
-    def _body_steps(self, dst: Any, on_progress: ProgressCallback) -> Steps[int]:
+    def _body_steps(
+        self, dst: Any, on_progress: ProgressCallback, into: Into | None = None
+    ) -> Steps[int]:
         _check_dst(dst)
-        return self._fetch.body(dst, on_progress)
+        return self._fetch.body(dst, on_progress, into)
 
     def __repr__(self) -> str:
         return (

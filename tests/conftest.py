@@ -792,3 +792,65 @@ def check_zip(path: Path, expected: dict[str, bytes], *, tools: bool = True) -> 
     assert "Everything is Ok" in tool(SEVEN_ZIP, "t", str(path))
     listed = tool(BSDTAR, "-tf", str(path)).splitlines()
     assert listed == list(expected)
+
+
+# --- an aiohttp server in a thread of its own --------------------------------
+
+
+class AiohttpServer:
+    """A real aiohttp server (``web.AppRunner`` + ``TCPSite`` on 127.0.0.1)
+    whose loop runs in a thread, so blocking clients (curl, sockets) can
+    talk to it from the test. ``loop_kind``: ``asyncio`` or ``uvloop``."""
+
+    def __init__(self, app, loop_kind: str = "asyncio", ssl_context=None) -> None:
+        import asyncio
+
+        if loop_kind == "uvloop":
+            import uvloop
+
+            self.loop = uvloop.new_event_loop()
+        else:
+            self.loop = asyncio.new_event_loop()
+        self.app = app
+        self.ssl_context = ssl_context
+        self.port = 0
+        self.errors: list[BaseException] = []
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="aiohttp", daemon=True)
+
+    def _run(self) -> None:
+        self.loop.run_forever()
+
+    def start(self) -> AiohttpServer:
+        import asyncio
+
+        from aiohttp import web
+
+        self._thread.start()
+
+        async def setup():
+            self.runner = web.AppRunner(self.app, handle_signals=False)
+            await self.runner.setup()
+            site = web.TCPSite(
+                self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context
+            )
+            await site.start()
+            return site._server.sockets[0].getsockname()[1]
+
+        self.port = asyncio.run_coroutine_threadsafe(setup(), self.loop).result(WAIT)
+        return self
+
+    def url(self, path: str) -> str:
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        import asyncio
+        import gc
+
+        future = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
+        future.result(WAIT)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(WAIT)
+        self.loop.close()
+        gc.collect()  # KERNEL-NOTES: no stray task garbage during a report
