@@ -23,6 +23,7 @@ import socket
 import stat
 import sys
 import termios
+from collections.abc import Callable
 from typing import Any
 
 from ._endpoint import SOCKET, Endpoint, FdLike, _is_ssl_socket
@@ -195,6 +196,26 @@ class ChunkedWriter:
                 yield Wait(self._endpoint.fd, WRITE, DownstreamTimeout, "dst")
                 continue
             view = view[sent:]
+
+
+def chunked_body(
+    dst: FdLike,
+    run: Callable[[ChunkedWriter], Steps[int]],
+    timeout: float | None,
+    *,
+    last_chunk: bool = True,
+) -> Steps[int]:
+    """``run(writer)`` with a :class:`ChunkedWriter` into ``dst``, then the
+    end of the chunked body (the last chunk, or with ``last_chunk=False``
+    only what closes the data, for a server that writes the last chunk
+    itself); returns the data bytes ``run`` moved. Any driver runs it."""
+    writer = ChunkedWriter(dst, timeout)
+    try:
+        moved = yield from run(writer)
+        yield from writer.finish(last_chunk)
+        return moved
+    finally:
+        writer.close()
 
 
 def _would_block(exc: OSError) -> bool:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection, Generator
 from typing import Any
 
 from . import _http1
-from ._chunked import ChunkedWriter
+from ._chunked import ChunkedWriter, chunked_body
 from ._endpoint import FdLike
 from ._errors import DownstreamTimeout, annotate
 from ._http1 import HeaderPairs, ResponseHead
@@ -347,13 +347,7 @@ async def _chunked_to(
     data, for a server that writes the last chunk itself)."""
 
     def framed(fd: Any) -> Steps[int]:
-        writer = ChunkedWriter(fd, timeout)
-        try:
-            moved = yield from run(writer)
-            yield from writer.finish(last_chunk)
-            return moved
-        finally:
-            writer.close()
+        return chunked_body(fd, run, timeout, last_chunk=last_chunk)
 
     if _is_transport(dst):
         return await _to_transport(dst, framed, timeout)

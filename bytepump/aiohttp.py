@@ -59,6 +59,7 @@ async def respond_with(
     the connection and raises.
     """
     extra = _reply.check_fields(headers)
+    _reply.check_status(status)
     if count is not None:
         _check_count("count", count)
     if offset is not None:
@@ -81,12 +82,12 @@ async def respond_with(
             )
         else:
             size = max(0, info.st_size - start)
-            length = size if count is None else count
-            answer = _reply.Reply(status, [], start, length, body=not head)
+            length = size if count is None else min(size, count)
+            answer = _reply.plain_reply(status, start, length, head=head)
     else:
         if offset is not None:
             raise ValueError("offset needs a seekable (regular file) src")
-        answer = _reply.Reply(status, [], 0, count, body=not head)
+        answer = _reply.plain_reply(status, 0, count, head=head)
     start_at = answer.start if source.kind == FILE else None
 
     async def send(transport: Any, mode: str) -> None:
@@ -176,14 +177,15 @@ async def _respond_with_answer(
     replace ours of the same name) through aiohttp, have ``send`` put the
     body into the transport, and end the response; abort on any failure
     once the head is out."""
-    theirs = {name.lower() for name, _ in extra}
-    fields = [f for f in answer.fields if f[0].lower() not in theirs] + extra
+    fields = _reply.head_fields(answer, extra)
     response = web.StreamResponse(status=answer.status, headers=fields)
     version = (request.version.major, request.version.minor)
     mode = _reply.framing(answer, version)
-    if answer.length is not None:
+    if _reply.bodiless(answer.status):
+        pass  # aiohttp frames 204 and 304 itself: no body, no length
+    elif answer.length is not None:
         response.content_length = answer.length
-    elif not answer.body and request.method != "HEAD" and answer.status != 304:
+    elif not answer.body and request.method != "HEAD":
         response.content_length = 0  # a 416: nothing follows
     if mode == _reply.CHUNKED:
         response.enable_chunked_encoding()

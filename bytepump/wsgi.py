@@ -25,44 +25,52 @@ drops the connection.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import stat
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
 from typing import Any
 
 from . import _http1, _libc, _reply
+from ._chunked import ChunkedWriter, chunked_body
 from ._endpoint import FdLike, _fileno
-from ._errors import annotate
+from ._errors import IncompleteBody
 from ._reply import HeaderPairs, Reply
+from ._transfer import Steps
 from ._waiters import check_timeout
 from .edge import OriginResponse, fetch
-from .pump import splice_to
+from .pump import drive, splice_to
+from .ziparchive import ZipArchive
 
-__all__ = ["respond_from", "respond_with"]
+__all__ = ["respond_from", "respond_with", "respond_zip"]
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-Mover = Callable[[int], int]
-"""Moves the body into a descriptor; returns the bytes written."""
 
 _PIPE_READ = 65536
 """Bytes the fallback yields at a time: one default pipe's worth."""
 
 
 def _status_line(status: str) -> int:
-    code, _, _ = status.partition(" ")
-    if len(code) != 3 or not code.isdigit() or not status[4:].isprintable():
+    """The code of a WSGI status line such as ``"200 OK"`` (a final status:
+    200 to 599), else ``ValueError``."""
+    code, _, reason = status.partition(" ")
+    if len(code) != 3 or not code.isdigit() or not code.isascii():
         raise ValueError(f"status must be like '200 OK', not {status!r}")
-    return int(code)
+    if not reason.isprintable() or not reason.isascii():
+        raise ValueError(f"status must be like '200 OK', not {status!r}")
+    return _reply.check_status(int(code))
 
 
-def _reason(code: int) -> str:
-    from http import HTTPStatus
-
+def _reason(code: int, theirs: str) -> str:
+    """The status line for ``code``: the caller's own where it is theirs."""
+    if theirs.startswith(f"{code} "):
+        return theirs
     try:
         return f"{code} {HTTPStatus(code).phrase}"
     except ValueError:
@@ -123,13 +131,20 @@ def _written(sock: socket.socket) -> int | None:
     return int(notsent + sent)
 
 
-def _abort(sock: socket.socket) -> None:
-    """Make sure the client cannot take what it got for a whole response."""
+def _abort(sock: Any) -> None:
+    """Make sure the client cannot take what it got for a whole response:
+    a TCP connection is reset; another socket is at least shut down."""
     try:
         _libc.disconnect(sock.fileno())
     except OSError:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
+
+
+Mover = Callable[[int, str], int]
+"""Moves the body into a descriptor, framed as the mode says
+(:data:`bytepump._reply.LENGTH`, ``CHUNKED`` or ``CLOSE``); returns the
+data bytes written."""
 
 
 class _Response:
@@ -149,50 +164,54 @@ class _Response:
             self._closed = True
             self._close()
 
-    def move(self, fd: int) -> int:
+    def move(self, fd: int, mode: str) -> int:
         """Move the body into ``fd``; an error, or fewer bytes than the head
         promised, raises (with ``.transferred``)."""
-        n = self.mover(fd)
+        n = self.mover(fd, mode)
         length = self.reply.length
         if length is not None and n < length:
-            exc = ValueError(f"the body ended after {n} of {length} bytes")
-            annotate(exc, n)
-            raise exc
+            raise IncompleteBody(f"the body ended after {n} of {length} bytes", n)
         return n
+
+
+def _chunks(
+    dst: int, timeout: float | None, run: Callable[[ChunkedWriter], Steps[int]]
+) -> int:
+    """A chunked body into gunicorn's socket: the data spliced between size
+    lines, the data closed; gunicorn writes the last chunk when it ends the
+    response (its ``close()``), as it frames every chunked response."""
+    return drive(chunked_body(dst, run, timeout, last_chunk=False), timeout)
 
 
 def _answer(
     environ: Environ,
     start_response: StartResponse,
     response: _Response,
-    fields: list[tuple[str, str]],
+    extra: _reply.Fields,
+    status: str,
     timeout: float | None,
 ) -> Iterable[bytes]:
     reply = response.reply
-    names = {name.lower() for name, _ in fields}
-    head = [(n, v) for n, v in reply.fields if n.lower() not in names] + fields
-    if reply.length is not None and reply.status != 304:
-        head.append(
-            (
-                "Content-Length",
-                str(reply.length if reply.body or _is_head(environ) else 0),
-            )
-        )
-    elif reply.status == 416:
-        head.append(("Content-Length", "0"))
     try:
-        write = start_response(_reason(reply.status), head)
+        fields = _reply.head_fields(reply, extra)
+        if reply.length is not None and reply.status != 204:
+            # HEAD and 304: the length a GET / the 200 would have.
+            fields.append(("Content-Length", str(reply.length)))
+        elif reply.status == 416:
+            fields.append(("Content-Length", "0"))
+        write = start_response(_reason(reply.status, status), fields)
     except BaseException:
         response.close()
         raise
     if not reply.body or reply.length == 0:
         response.close()
         return []
+    version = (1, 0) if environ.get("SERVER_PROTOCOL") == "HTTP/1.0" else (1, 1)
+    mode = _reply.framing(reply, version)
     sock = _raw_socket(environ)
-    http10 = environ.get("SERVER_PROTOCOL") == "HTTP/1.0"
-    if sock is not None and (reply.length is not None or http10):
-        return _Spliced(response, sock, write, timeout)
-    return _Piped(response, timeout)
+    if sock is not None:
+        return _Spliced(response, sock, write, mode, timeout)
+    return _Piped(response, environ.get("gunicorn.socket"))
 
 
 class _Spliced:
@@ -211,12 +230,13 @@ class _Spliced:
         response: _Response,
         sock: socket.socket,
         write: Callable[[bytes], object],
+        mode: str,
         timeout: float | None,
     ) -> None:
         self._response = response
         self._sock = sock
         self._write = write
-        self._timeout = timeout
+        self._mode = mode
         self._before = _written(sock)
         self._items = 0
         self._fallback: _Piped | None = None
@@ -241,10 +261,10 @@ class _Spliced:
         if self._items > 2:
             raise StopIteration
         if not self._head_is_out():
-            self._fallback = _Piped(self._response, self._timeout)
+            self._fallback = _Piped(self._response, self._sock)
             return next(self._fallback)
         try:
-            self._response.move(self._sock.fileno())
+            self._response.move(self._sock.fileno(), self._mode)
         except BaseException:
             _abort(self._sock)
             raise
@@ -261,19 +281,29 @@ class _Spliced:
 class _Piped:
     """The body through the server's write path, bounded by a pipe: a
     thread moves it into the pipe with the core call (every rule of it:
-    timeouts, resume, the exact count), the iterator reads the other end."""
+    timeouts, resume, the exact count), the iterator reads the other end.
 
-    def __init__(self, response: _Response, timeout: float | None) -> None:
+    The server frames what it is given (gunicorn chunks a body of unknown
+    length itself). The read end is a file object, so a server or
+    middleware that never calls ``close()`` still has it closed by the
+    garbage collector, and the mover then stops at its next write (EPIPE).
+    ``sock`` is the client's socket where the server hands one out (gunicorn
+    under TLS or gevent): a failure resets it, so that a body delimited by
+    the connection's end is never taken for whole.
+    """
+
+    def __init__(self, response: _Response, sock: Any) -> None:
         self._response = response
-        self._timeout = timeout
-        self._read, self._write_end = os.pipe2(os.O_CLOEXEC)
+        self._sock = sock if hasattr(sock, "fileno") else None
+        read, self._write_end = os.pipe2(os.O_CLOEXEC)
+        self._read: io.FileIO | None = io.FileIO(read, "rb")
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            self._response.move(self._write_end)
+            self._response.move(self._write_end, _reply.LENGTH)
         except BaseException as exc:  # handed to the iterating thread
             self._error = exc
         finally:
@@ -284,27 +314,29 @@ class _Piped:
         return self
 
     def __next__(self) -> bytes:
-        if self._read < 0:
+        if self._read is None:
             raise StopIteration
-        data = os.read(self._read, _PIPE_READ)
+        data = self._read.read(_PIPE_READ)
         if data:
             return data
         self._thread.join()
-        os.close(self._read)
-        self._read = -1
+        self.close()
         if self._error is not None:
             # Raised after the head went out: the server drops the
             # connection instead of ending the body cleanly short.
+            if self._sock is not None:
+                _abort(self._sock)
             raise self._error
         raise StopIteration
 
     def close(self) -> None:
-        if self._read >= 0:
-            # Closing the read end makes the mover's next write fail with
-            # EPIPE, so the thread ends instead of waiting out a timeout.
-            os.close(self._read)
-            self._read = -1
-            self._thread.join(None if self._timeout is None else self._timeout + 5)
+        """Stop reading. The mover's next write into the pipe fails (EPIPE)
+        and its thread ends; one waiting on a silent source ends at its
+        timeout. Nothing here waits for it: the server's thread is free at
+        once."""
+        if self._read is not None:
+            self._read.close()
+            self._read = None
 
 
 def _file_position(src: FdLike, fd: int) -> int:
@@ -332,17 +364,25 @@ def respond_with(
     connection. With ``status`` 200 and a regular file, ``Range`` (one
     range), ``If-Range``, ``If-None-Match`` and ``If-Modified-Since`` are
     honoured (206, 416, 304) with ``ETag`` and ``Last-Modified`` from
-    ``fstat``; HEAD gets the head. ``headers`` are added (CR/LF/NUL and
-    framing fields refused). ``timeout`` is §1's inactivity limit.
-    Arguments are checked here (``TypeError``/``ValueError``), before any
-    request is answered.
+    ``fstat``; HEAD gets the head, 204 and 304 no body. ``headers`` are
+    added (CR/LF/NUL, framing fields and, where they are computed, the
+    validators refused). ``timeout`` is §1's inactivity limit. Arguments
+    are checked here (``TypeError``/``ValueError``), before any request is
+    answered; the application never closes ``src``.
     """
     _check_count("count", count)
     _check_count("offset", offset)
     check_timeout(timeout)
     code = _status_line(status)
-    fields = _reply.check_fields(headers)
+    extra = _reply.check_fields(headers)
     fd = _fileno(src, "src")
+    regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    if offset is not None and not regular:
+        raise ValueError("offset needs a seekable (regular file) src")
+    if regular and code == 200:
+        _reply.head_fields(
+            _reply.file_reply(os.fstat(fd), 0, 0, _none, head=True), extra
+        )
     name = getattr(src, "name", None)
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -362,24 +402,29 @@ def respond_with(
             else:
                 size = max(0, info.st_size - start)
                 length = size if count is None else min(size, count)
-                reply = Reply(code, [], start, length, body=not head)
+                reply = _reply.plain_reply(code, start, length, head=head)
 
-            def mover(dst: int) -> int:
+            def mover(dst: int, mode: str) -> int:
                 return splice_to(
                     src, dst, timeout, count=reply.length, offset=reply.start
                 )
 
         else:
-            reply = Reply(code, [], 0, count, body=not head)
+            reply = _reply.plain_reply(code, 0, count, head=head)
 
-            def mover(dst: int) -> int:
+            def mover(dst: int, mode: str) -> int:
+                if mode == _reply.CHUNKED:
+                    return _chunks(dst, timeout, lambda w: w.splice(src, None, None))
                 return splice_to(src, dst, timeout, count=count)
 
-        return _answer(
-            environ, start_response, _Response(reply, mover), fields, timeout
-        )
+        response = _Response(reply, mover)
+        return _answer(environ, start_response, response, extra, status, timeout)
 
     return app
+
+
+def _none(name: str) -> str | None:
+    return None
 
 
 def respond_from(
@@ -394,39 +439,79 @@ def respond_from(
     include): :func:`bytepump.fetch` with the client's single ``Range`` and
     its ``If-Range`` passed on, the origin's status (200 or 206) and its
     ``Content-Length`` (chunked when unknown), ``Content-Type``,
-    ``Content-Range``, ``Accept-Ranges``, ``ETag``, ``Last-Modified``,
-    ``Cache-Control`` and ``Content-Disposition`` passed back, hop-by-hop
-    fields never. ``headers`` go to the origin with the request. An origin
-    error before its body raises (``HTTPStatusError``, ``OSError``,
-    ``UpstreamTimeout``, ``ProtocolError``) from the application call,
-    before ``start_response``, so the caller answers as it likes; a broken
-    origin is resumed as :func:`bytepump.splice_from` does.
+    ``Content-Encoding``, ``Content-Range``, ``Accept-Ranges``, ``ETag``,
+    ``Last-Modified``, ``Cache-Control`` and ``Content-Disposition`` passed
+    back, hop-by-hop fields never. ``headers`` go to the origin with the
+    request. An origin error before its body raises (``HTTPStatusError``,
+    ``OSError``, ``UpstreamTimeout``, ``ProtocolError``) from the
+    application call, before ``start_response``, so the caller answers as
+    it likes; a broken origin is resumed as :func:`bytepump.splice_from`
+    does.
     """
     fetch_headers = _http1.check_headers(headers)
     check_timeout(timeout)
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        get = _getter(environ)
-        wanted = _reply.forward_range(get)
+        head = _is_head(environ)
+        wanted = _reply.Forward() if head else _reply.forward_range(_getter(environ))
         origin: OriginResponse = fetch(
             url,
             timeout,
-            offset=wanted.offset,
-            length=wanted.length,
-            suffix=wanted.suffix,
-            if_range=wanted.if_range,
             headers=fetch_headers,
             retries=retries,
             max_redirects=max_redirects,
+            **wanted._asdict(),
         )
-        status = origin.status or 200
-        fields = _reply.origin_fields(origin.headers.get) if origin.head else []
-        reply = Reply(status, fields, 0, origin.length, body=not _is_head(environ))
+        try:
+            reply = _reply.origin_reply(origin, wanted, head=head)
+        except BaseException:
+            origin.close()
+            raise
 
-        def mover(dst: int) -> int:
+        def mover(dst: int, mode: str) -> int:
+            if mode == _reply.CHUNKED:
+                return _chunks(
+                    dst, timeout, lambda w: origin._body_steps(w.dst, None, w.splice)
+                )
             return origin.splice_to(dst)
 
         response = _Response(reply, mover, origin.close)
-        return _answer(environ, start_response, response, [], timeout)
+        return _answer(environ, start_response, response, [], "", timeout)
+
+    return app
+
+
+def respond_zip(
+    archive: ZipArchive, *, filename: str | None = None, timeout: float | None = 60.0
+) -> WSGIApp:
+    """A WSGI application answering with a planned zip archive (a
+    :class:`bytepump.ZipArchive`): ``Content-Length``, ``ETag``,
+    ``Last-Modified``, ``Content-Type: application/zip``,
+    ``Content-Disposition`` (``attachment; filename*=UTF-8''…`` when
+    ``filename`` is given), ``If-None-Match`` → 304, and ``Range`` /
+    ``If-Range`` answered with 206 or 416: a broken download resumes. The
+    archive's records and entry data are written by
+    :meth:`~bytepump.ZipArchive.splice_to` for exactly the window asked.
+    """
+    check_timeout(timeout)
+    if filename is not None:  # a name no field can carry fails here
+        _http1.check_field("Content-Disposition", _reply.content_disposition(filename))
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        reply = _reply.zip_reply(
+            archive.size,
+            archive.etag,
+            archive.last_modified,
+            _getter(environ),
+            head=_is_head(environ),
+            filename=filename,
+        )
+
+        def mover(dst: int, mode: str) -> int:
+            end = reply.start + (reply.length or 0)
+            return archive.splice_to(dst, start=reply.start, end=end, timeout=timeout)
+
+        response = _Response(reply, mover)
+        return _answer(environ, start_response, response, [], "", timeout)
 
     return app
