@@ -41,6 +41,7 @@ sys.path.insert(1, os.path.dirname(HERE))  # this checkout's bytepump first
 
 import _contenders  # noqa: E402
 import _cref  # noqa: E402
+import _percall  # noqa: E402
 import _report  # noqa: E402
 from _ends import SCENARIOS, Bench, Scenario  # noqa: E402
 
@@ -270,6 +271,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-pin", action="store_true", help="leave processes unpinned to CPUs"
     )
+    parser.add_argument(
+        "--no-per-call", action="store_true", help="skip the per-call scenario"
+    )
     return parser.parse_args(argv)
 
 
@@ -307,8 +311,15 @@ class Plan:
         return keep
 
 
-def measure(args: argparse.Namespace, plan: Plan, work: str, notes: list[str]):
-    """Every cell of the plan, in order of size (small ones warm the JIT)."""
+def measure(
+    args: argparse.Namespace,
+    plan: Plan,
+    work: str,
+    notes: list[str],
+    per_call: list[dict[str, Any]],
+):
+    """Every cell of the plan, in order of size (small ones warm the JIT),
+    then the per-call scenario into ``per_call``."""
     c_loop, why = _cref.build(work)
     contenders, missing = _contenders.available(c_loop)
     notes += missing
@@ -331,6 +342,10 @@ def measure(args: argparse.Namespace, plan: Plan, work: str, notes: list[str]):
                 warmup = plan.warmup[size] if cells else plan.first_warmup(size)
                 run_cells(bench, here, runs, warmup)
                 cells += here
+        if not args.no_per_call:
+            per_call[:] = _percall.measure(
+                bench, work, plan.mode, args.runs, args.warmup
+            )
     finally:
         bench.close()
     return cells
@@ -353,8 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     started, busy, ours = time.perf_counter(), busy_cpu_seconds(), os.times()
     work = tempfile.mkdtemp(prefix="bytepump-bench-")
     notes: list[str] = []
+    per_call: list[dict[str, Any]] = []
     try:
-        cells = measure(args, plan, work, notes)
+        cells = measure(args, plan, work, notes, per_call)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     wall = time.perf_counter() - started
@@ -365,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     notes.append(f"other processes used {others:.1f} CPU s ({share:.0%} of the CPUs)")
     if share > 0.05:
         notes.append("WARNING: the machine was not quiet; figures may be skewed")
-    return report(args, plan, [c.as_dict() for c in cells], notes, wall)
+    return report(args, plan, [c.as_dict() for c in cells], notes, wall, per_call)
 
 
 def report(
@@ -374,18 +390,23 @@ def report(
     cells: list[dict[str, Any]],
     notes: list[str],
     wall: float,
+    per_call: list[dict[str, Any]],
 ) -> int:
     results = _report.Results(cells)
     other_impl = "pypy" if IMPL == "cpython" else "cpython"
     other = _report.latest(args.results_dir, other_impl, plan.mode)
     found = _report.targets(results, IMPL, other)
+    found += _percall.targets(per_call)
     info = machine()
     title = f"{IMPL} {info['python']}, {plan.mode} mode"
     print(f"## bytepump benchmarks: {title}\n")
     print(f"{info.get('cpu', '?')}, {info['cpus']} CPUs, {info['platform']}\n")
     for note in notes:
         print(f"- {note}")
-    print(f"\n{_report.table(results, plan.runs)}\n{_report.targets_text(found)}\n")
+    print(f"\n{_report.table(results, plan.runs)}\n")
+    if per_call:
+        print(f"{_percall.table(per_call)}\n")
+    print(f"{_report.targets_text(found)}\n")
     os.makedirs(args.results_dir, exist_ok=True)
     base = os.path.join(
         args.results_dir, f"{IMPL}-{plan.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -397,6 +418,7 @@ def report(
         "meta": {**info, "mode": plan.mode, "runs": plan.runs, "wall_seconds": wall},
         "notes": notes,
         "cells": cells,
+        "per_call": per_call,
         "targets": [t.as_dict() for t in found],
     }
     with open(base + ".json", "w") as f:
