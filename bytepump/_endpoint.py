@@ -65,15 +65,19 @@ def _fileno(obj: FdLike, role: str) -> int:
         return _checked_fd(obj, role, "")
     if isinstance(obj, socket.socket):
         return obj.fileno()  # -1 once closed: EBADF below
-    if getattr(obj, "closed", False):
-        raise ValueError(f"{role} is a closed file object")
-    fileno = getattr(obj, "fileno", None)
-    if fileno is None:
-        raise TypeError(f"{role} must be an int fd or have fileno(), not {obj!r}")
     try:
-        return _checked_fd(fileno(), role, ".fileno()")
+        fileno = obj.fileno
+    except AttributeError:
+        raise TypeError(
+            f"{role} must be an int fd or have fileno(), not {obj!r}"
+        ) from None
+    try:
+        fd = fileno()
     except io.UnsupportedOperation as exc:
         raise TypeError(f"{role} has no file descriptor: {obj!r}") from exc
+    except ValueError as exc:  # what io's objects raise once closed
+        raise ValueError(f"{role} is a closed file object: {exc}") from exc
+    return _checked_fd(fd, role, ".fileno()")
 
 
 class Endpoint:
@@ -89,8 +93,8 @@ class Endpoint:
         if self.fd < 0:  # a closed socket object's fileno()
             raise OSError(errno.EBADF, f"{role}: {os.strerror(errno.EBADF)}")
         self.obj = None if isinstance(obj, int) else obj
-        self.ssl = _is_ssl_socket(obj)
-        self.ssl_timeout: float | None = obj.gettimeout() if self.ssl else None
+        self.ssl = False
+        self.ssl_timeout: float | None = None
         self.nonblocking_set = False
         self.size = 0
         """``st_size`` of a regular file (a hint: /proc files say 0)."""
@@ -101,7 +105,11 @@ class Endpoint:
             # keeps one with a timeout O_NONBLOCK (a TLS one is switched
             # through settimeout and needs its flags).
             self.kind = SOCKET
-            if obj.gettimeout() is not None and not self.ssl:
+            timeout = obj.gettimeout()
+            self.ssl = _is_ssl_socket(obj)
+            if self.ssl:
+                self.ssl_timeout = timeout
+            elif timeout is not None:
                 self.flags = os.O_NONBLOCK
                 return
         else:
