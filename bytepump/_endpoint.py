@@ -62,6 +62,8 @@ def _fileno(obj: FdLike, role: str) -> int:
     if isinstance(obj, int):
         if isinstance(obj, bool):
             raise TypeError(f"{role} must be a file descriptor, not bool")
+        if obj in _C_INT:
+            return obj
         return _checked_fd(obj, role, "")
     if isinstance(obj, socket.socket):
         return obj.fileno()  # -1 once closed: EBADF below
@@ -77,6 +79,8 @@ def _fileno(obj: FdLike, role: str) -> int:
         raise TypeError(f"{role} has no file descriptor: {obj!r}") from exc
     except ValueError as exc:  # what io's objects raise once closed
         raise ValueError(f"{role} is a closed file object: {exc}") from exc
+    if fd.__class__ is int and fd in _C_INT:
+        return fd
     return _checked_fd(fd, role, ".fileno()")
 
 
@@ -114,7 +118,8 @@ class Endpoint:
                 return
         else:
             st = os.fstat(self.fd)
-            self.kind = _kind(st.st_mode)
+            mode = st.st_mode
+            self.kind = FILE if stat.S_ISREG(mode) else _kind(mode)
             self.size = st.st_size
             self.ident = (st.st_dev, st.st_ino)
             if role == "src" and self.kind == FILE:

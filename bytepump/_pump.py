@@ -71,6 +71,8 @@ class _Pump:
 
     _nonblocking: tuple[str, ...] = _KERNEL_NONBLOCKING
     _refusals: frozenset[int] = _REFUSALS
+    _offset: int | None = None
+    """Where a regular-file source is read next (``None``: its position)."""
 
     def __init__(self, job: Job) -> None:
         self.transferred = 0
@@ -95,6 +97,13 @@ class _Pump:
         self.transferred += n
         if self._on_progress is not None:
             self._on_progress(n)
+
+    def _moved(self, n: int) -> None:
+        """``n`` bytes went from a source read at ``_offset`` into ``dst``."""
+        if self._offset is not None:
+            self._offset += n
+        self._remaining -= n
+        self._delivered(n)
 
     def _check_refusal(self, exc: OSError) -> None:
         # The kernel will not take this path for this pair, and nothing has
@@ -144,9 +153,7 @@ class SendfilePump(_Pump):
                         "sendfile moved nothing of a file not at its end"
                     )
                 return None
-            self._offset += n
-            self._remaining -= n
-            self._delivered(n)
+            self._moved(n)
         return None
 
 
@@ -179,10 +186,7 @@ class CopyRangePump(_Pump):
                 if not self.transferred and self._before_end():
                     raise _unsupported("copy_file_range moved nothing of a file")
                 return None
-            if self._offset is not None:
-                self._offset += n
-            self._remaining -= n
-            self._delivered(n)
+            self._moved(n)
         return None
 
     def _before_end(self) -> bool:
@@ -241,10 +245,7 @@ class DirectPump(_SplicePump):
                 return self._stuck
             if n == 0:
                 return None
-            if self._offset is not None:
-                self._offset += n
-            self._remaining -= n
-            self._delivered(n)
+            self._moved(n)
         return None
 
 

@@ -53,9 +53,12 @@ class Transfer:
         on_progress: ProgressCallback,
         fallback: bool,
     ) -> None:
-        _check_count("count", count)
-        _check_count("offset", offset)
-        check_timeout(timeout)
+        if count is not None:
+            _check_count("count", count)
+        if offset is not None:
+            _check_count("offset", offset)
+        if timeout is not None:
+            check_timeout(timeout)
         self.src = Endpoint(src, "src")
         self.dst = Endpoint(dst, "dst")
         if self.src.fd == self.dst.fd:
@@ -124,33 +127,33 @@ def _pump_steps(make: type[_Pump], job: Job) -> Steps[int]:
         pump.close()
 
 
-def _carry(transfer: Transfer, job: Job) -> Steps[int]:
-    # Each kernel path in turn while the kernel refuses before a byte was
-    # written, then the user-space copy.
-    refusal: SpliceUnsupported | None = None
-    for make in transfer.path:
-        try:
-            return (yield from _pump_steps(make, job))
-        except SpliceUnsupported as exc:
-            refusal = exc
-    if not transfer.fallback:
-        raise refusal or SpliceUnsupported(
-            errno.EINVAL, f"no kernel path for this pair: {transfer.why_not}"
-        )
-    return (yield from _pump_steps(CopyPump, job))
-
-
 def steps(transfer: Transfer) -> Steps[int]:
-    """The whole of ``splice_to`` but the waiting; returns bytes written."""
+    """The whole of ``splice_to`` but the waiting; returns bytes written.
+
+    Each kernel path in turn while the kernel refuses before a byte was
+    written, then the user-space copy.
+    """
     if transfer.count == 0:
         return 0
     transferred = 0
     try:
-        transferred = yield from _carry(transfer, transfer.start())
+        job = transfer.start()
+        refusal: SpliceUnsupported | None = None
+        for make in transfer.path:
+            try:
+                transferred = yield from _pump_steps(make, job)
+                return transferred
+            except SpliceUnsupported as exc:
+                refusal = exc
+        if not transfer.fallback:
+            raise refusal or SpliceUnsupported(
+                errno.EINVAL, f"no kernel path for this pair: {transfer.why_not}"
+            )
+        transferred = yield from _pump_steps(CopyPump, job)
+        return transferred
     except BaseException as exc:
         transferred = getattr(exc, "transferred", 0)
         annotate(exc, transferred)
         raise
     finally:
         transfer.finish(transferred)
-    return transferred
