@@ -39,7 +39,9 @@ def test_tiny_run_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     for name in ("bytepump", "copyfileobj"):
         mine = [row for row in rows if row[1] == name]
         assert len(mine) == len(SCENARIOS), done.stdout
-        assert all(float(row[3]) > 0 for row in mine), done.stdout
+        # Printed with two decimals: a 64 KiB transfer on a loaded machine
+        # can print 0.00 GB/s; the stored figures are checked below.
+        assert all(float(row[3]) >= 0 for row in mine), done.stdout
     assert "### Targets" in done.stdout
 
     [stored] = tmp_path.glob("*.json")
