@@ -13,7 +13,7 @@ import os
 import socket
 import stat
 import sys
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from . import _libc
 
@@ -183,6 +183,8 @@ class Endpoint:
             # than a socket object's family and type, which build enums.
             return
         # A socket object's own methods are the cheaper call on CPython.
+        get: Callable[[int, int], int]
+        set_: Callable[[int, int, int], object]
         if isinstance(self.obj, socket.socket):
             get, set_ = self.obj.getsockopt, self.obj.setsockopt
         else:

@@ -20,7 +20,7 @@ import errno
 import functools
 import io
 import sys
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional, Protocol
 
 from . import _libc
 from ._endpoint import CHAR, FILE, OTHER, PIPE, SOCKET, Endpoint, SourcePosition
@@ -55,8 +55,8 @@ _KERNEL_NONBLOCKING = (SOCKET, CHAR, OTHER)
 a regular file is always ready, anything else would block the call."""
 
 
-class Job(NamedTuple):
-    """What a pump is asked to move."""
+class Job(Protocol):
+    """What a pump is asked to move (a transfer: no object made per call)."""
 
     src: Endpoint
     dst: Endpoint
@@ -194,7 +194,7 @@ class CopyRangePump(_Pump):
         at = self._offset
         if at is None:
             at = self._position.offset(explicit=True)
-        return at < self._src.size
+        return at is not None and at < self._src.size
 
 
 class _SplicePump(_Pump):
@@ -305,7 +305,8 @@ class PipePump(_SplicePump):
                     _NONBLOCK,
                 )  # fmt: skip
             except OSError as exc:
-                self._check_splice_refusal(mark_upstream(exc), self._in_pipe)
+                mark_upstream(exc)
+                self._check_splice_refusal(exc, self._in_pipe)
                 raise
             if n == _AGAIN:
                 if self._src.kind == FILE:

@@ -89,7 +89,7 @@ class Transfer:
             flush()
         if self.src.kind == FILE:
             self.position = SourcePosition(self.src, self.offset)
-        return Job(self.src, self.dst, self.count, self.on_progress, self.position)
+        return self
 
     def finish(self, transferred: int) -> None:
         """Settle the source position, put the tail of a TCP stream on the
