@@ -44,6 +44,7 @@ sys.path.insert(1, os.path.dirname(HERE))  # this checkout's bytepump first
 import _contenders  # noqa: E402
 import _cref  # noqa: E402
 import _http  # noqa: E402
+import _percall  # noqa: E402
 import _report  # noqa: E402
 import _wsgi  # noqa: E402
 from _ends import SCENARIOS, Bench, Scenario  # noqa: E402
@@ -281,6 +282,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         group.add_argument(f"--{name}-only", action="store_true", help=f"{what} alone")
     parser.add_argument("--http-rounds", type=int, default=3, help="wrk rounds")
     parser.add_argument("--http-seconds", type=float, default=4, help="per wrk run")
+    parser.add_argument(
+        "--no-per-call", action="store_true", help="skip the per-call scenario"
+    )
     return parser.parse_args(argv)
 
 
@@ -339,8 +343,15 @@ class Plan:
         return keep
 
 
-def measure(args: argparse.Namespace, plan: Plan, work: str, notes: list[str]):
-    """Every cell of the plan, in order of size (small ones warm the JIT)."""
+def measure(
+    args: argparse.Namespace,
+    plan: Plan,
+    work: str,
+    notes: list[str],
+    per_call: list[dict[str, Any]],
+):
+    """Every cell of the plan, in order of size (small ones warm the JIT),
+    then the per-call scenario into ``per_call``."""
     c_loop, why = _cref.build(work)
     contenders, missing = _contenders.available(c_loop)
     notes += missing
@@ -363,6 +374,10 @@ def measure(args: argparse.Namespace, plan: Plan, work: str, notes: list[str]):
                 warmup = plan.warmup[size] if cells else plan.first_warmup(size)
                 run_cells(bench, here, runs, warmup)
                 cells += here
+        if not args.no_per_call:
+            per_call[:] = _percall.measure(
+                bench, work, plan.mode, args.runs, args.warmup
+            )
     finally:
         bench.close()
     return cells
@@ -386,8 +401,9 @@ def main(argv: list[str] | None = None) -> int:
     work = tempfile.mkdtemp(prefix="bytepump-bench-")
     notes: list[str] = []
     served: dict[str, dict[str, Any]] = {}
+    per_call: list[dict[str, Any]] = []
     try:
-        cells = [] if _only(args) else measure(args, plan, work, notes)
+        cells = [] if _only(args) else measure(args, plan, work, notes, per_call)
         for name, (module, _) in WRK_SCENARIOS.items():
             if _wrk_wanted(args, plan, name):
                 served[name] = module.run(work, args.http_rounds, args.http_seconds)
@@ -402,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     notes.append(f"other processes used {others:.1f} CPU s ({share:.0%} of the CPUs)")
     if share > 0.05:
         notes.append("WARNING: the machine was not quiet; figures may be skewed")
-    return report(args, plan, [c.as_dict() for c in cells], notes, wall, served)
+    cells_out = [c.as_dict() for c in cells]
+    return report(args, plan, cells_out, notes, wall, per_call, served)
 
 
 def report(
@@ -411,6 +428,7 @@ def report(
     cells: list[dict[str, Any]],
     notes: list[str],
     wall: float,
+    per_call: list[dict[str, Any]],
     served: dict[str, dict[str, Any]] | None = None,
 ) -> int:
     served = served or {}
@@ -418,6 +436,7 @@ def report(
     other_impl = "pypy" if IMPL == "cpython" else "cpython"
     other = _report.latest(args.results_dir, other_impl, plan.mode)
     found = [] if _only(args) else _report.targets(results, IMPL, other)
+    found += _percall.targets(per_call)
     for name, result in served.items():
         found += WRK_SCENARIOS[name][0].targets(result)
     info = machine()
@@ -428,6 +447,8 @@ def report(
         print(f"- {note}")
     if cells:
         print(f"\n{_report.table(results, plan.runs)}")
+    if per_call:
+        print(f"\n{_percall.table(per_call)}")
     for name, result in served.items():
         if result["runs"]:
             module, what = WRK_SCENARIOS[name]
@@ -444,6 +465,7 @@ def report(
         "meta": {**info, "mode": plan.mode, "runs": plan.runs, "wall_seconds": wall},
         "notes": notes,
         "cells": cells,
+        "per_call": per_call,
         "targets": [t.as_dict() for t in found],
         **served,
     }

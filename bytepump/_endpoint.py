@@ -7,12 +7,13 @@ and the flags a transfer changes are put back exactly as the caller had them.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 import socket
 import stat
 import sys
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from . import _libc
 
@@ -43,41 +44,90 @@ def _is_ssl_socket(obj: object) -> bool:
     return ssl is not None and isinstance(obj, ssl.SSLSocket)
 
 
+_C_INT = range(-(2**31), 2**31)
+
+
+def _checked_fd(fd: object, role: str, origin: str) -> int:
+    # bool is an int subclass: True would be taken for descriptor 1.
+    if isinstance(fd, bool) or not isinstance(fd, int):
+        raise TypeError(
+            f"{role}{origin} must be an int file descriptor, not {type(fd).__name__}"
+        )
+    if fd not in _C_INT:
+        raise ValueError(f"{role}{origin} is no C int file descriptor: {fd}")
+    return fd
+
+
 def _fileno(obj: FdLike, role: str) -> int:
-    if isinstance(obj, bool):
-        raise TypeError(f"{role} must be a file descriptor, not bool")
     if isinstance(obj, int):
-        return obj
-    if getattr(obj, "closed", False):
-        raise ValueError(f"{role} is a closed file object")
-    fileno = getattr(obj, "fileno", None)
-    if fileno is None:
-        raise TypeError(f"{role} must be an int fd or have fileno(), not {obj!r}")
+        if isinstance(obj, bool):
+            raise TypeError(f"{role} must be a file descriptor, not bool")
+        if obj in _C_INT:
+            return obj
+        return _checked_fd(obj, role, "")
+    if isinstance(obj, socket.socket):
+        return obj.fileno()  # -1 once closed: EBADF below
     try:
-        return fileno()
+        fileno = obj.fileno
+    except AttributeError:
+        raise TypeError(
+            f"{role} must be an int fd or have fileno(), not {obj!r}"
+        ) from None
+    try:
+        fd = fileno()
     except io.UnsupportedOperation as exc:
         raise TypeError(f"{role} has no file descriptor: {obj!r}") from exc
+    except ValueError as exc:  # what io's objects raise once closed
+        raise ValueError(f"{role} is a closed file object: {exc}") from exc
+    if fd.__class__ is int and fd in _C_INT:
+        return fd
+    return _checked_fd(fd, role, ".fileno()")
 
 
 class Endpoint:
     """The source or destination of a transfer, resolved and checked."""
 
-    __slots__ = ("fd", "flags", "kind", "nonblocking_set", "obj", "ssl", "ssl_timeout")
+    __slots__ = (
+        "fd", "flags", "ident", "kind", "nonblocking_set", "obj", "size", "ssl",
+        "ssl_timeout",
+    )  # fmt: skip
 
     def __init__(self, obj: FdLike, role: str) -> None:
         self.fd = _fileno(obj, role)
+        if self.fd < 0:  # a closed socket object's fileno()
+            raise OSError(errno.EBADF, f"{role}: {os.strerror(errno.EBADF)}")
         self.obj = None if isinstance(obj, int) else obj
-        # A socket object needs no fstat to know its kind (a closed one has
-        # fd -1: the F_GETFL below still reports EBADF).
-        is_socket = isinstance(obj, socket.socket)
-        self.kind = SOCKET if is_socket else _kind(os.fstat(self.fd).st_mode)
-        # A regular-file source's flags are never changed nor consulted (only
-        # a destination's O_APPEND is): one syscall less per transfer.
-        reads_file = role == "src" and self.kind == FILE
-        self.flags = 0 if reads_file else _libc.fcntl(self.fd, _libc.F_GETFL)
-        self.ssl = _is_ssl_socket(obj)
-        self.ssl_timeout: float | None = obj.gettimeout() if self.ssl else None
+        self.ssl = False
+        self.ssl_timeout: float | None = None
         self.nonblocking_set = False
+        self.size = 0
+        """``st_size`` of a regular file (a hint: /proc files say 0)."""
+        self.ident: tuple[int, int] | None = None
+        """Device and inode, where an ``fstat`` was made."""
+        if isinstance(obj, socket.socket):
+            # A socket object needs no fstat to know its kind; and Python
+            # keeps one with a timeout O_NONBLOCK (a TLS one is switched
+            # through settimeout and needs its flags).
+            self.kind = SOCKET
+            timeout = obj.gettimeout()
+            self.ssl = _is_ssl_socket(obj)
+            if self.ssl:
+                self.ssl_timeout = timeout
+            elif timeout is not None:
+                self.flags = os.O_NONBLOCK
+                return
+        else:
+            st = os.fstat(self.fd)
+            mode = st.st_mode
+            self.kind = FILE if stat.S_ISREG(mode) else _kind(mode)
+            self.size = st.st_size
+            self.ident = (st.st_dev, st.st_ino)
+            if role == "src" and self.kind == FILE:
+                # A regular-file source's flags are never changed nor
+                # consulted (only a destination's O_APPEND is).
+                self.flags = 0
+                return
+        self.flags = _libc.fcntl(self.fd, _libc.F_GETFL)
 
     @property
     def pollable(self) -> bool:
@@ -87,9 +137,10 @@ class Endpoint:
     def make_nonblocking(self) -> None:
         """Set ``O_NONBLOCK`` until :meth:`restore`.
 
-        A pipe or socket end must itself be nonblocking: the kernel honours
-        SPLICE_F_NONBLOCK on the pipe only, and a blocking TCP socket blocks
-        a splice (KERNEL-NOTES: 1 s measured). An ``SSLSocket`` is switched
+        A socket, terminal or other device end must itself be nonblocking:
+        the kernel honours SPLICE_F_NONBLOCK on the pipe only, and a blocking
+        TCP socket blocks a splice (KERNEL-NOTES: 1 s measured), a pty
+        nobody types into a read forever. An ``SSLSocket`` is switched
         through ``settimeout(0.0)`` so that its own state agrees.
         """
         if self.nonblocking_set:
@@ -110,36 +161,89 @@ class Endpoint:
             self.obj.settimeout(self.ssl_timeout)
         _libc.fcntl(self.fd, _libc.F_SETFL, self.flags)
 
+    def push_tail(self) -> None:
+        """Put on the wire what a TCP socket still holds back.
+
+        Nagle's algorithm keeps a last partial segment while an earlier one
+        is unacknowledged, and a client delays that acknowledgement ~40 ms
+        (KERNEL-NOTES, "the 40 ms stall"). Setting TCP_NODELAY pushes the
+        pending segments at once (tcp_push_pending_frames); it is put back
+        as the caller had it. Nothing is done when nothing is queued unsent
+        (one ioctl: the usual case), or when the caller corked the socket:
+        that caller holds bytes back on purpose.
+        """
+        if self.kind != SOCKET:
+            return
+        fd = self.fd
+        try:
+            if not _libc.unsent(fd):
+                return
+        except OSError:
+            # No TCP socket (a Unix one answers ENOTTY): asking is cheaper
+            # than a socket object's family and type, which build enums.
+            return
+        # A socket object's own methods are the cheaper call on CPython.
+        get: Callable[[int, int], int]
+        set_: Callable[[int, int, int], object]
+        if isinstance(self.obj, socket.socket):
+            get, set_ = self.obj.getsockopt, self.obj.setsockopt
+        else:
+            get = functools.partial(_libc.getsockopt, fd)
+            set_ = functools.partial(_libc.setsockopt, fd)
+        if get(_libc.SOL_TCP, _libc.TCP_CORK):
+            return
+        nodelay = get(_libc.SOL_TCP, _libc.TCP_NODELAY)
+        set_(_libc.SOL_TCP, _libc.TCP_NODELAY, 1)
+        if not nodelay:
+            set_(_libc.SOL_TCP, _libc.TCP_NODELAY, 0)
+
 
 class SourcePosition:
     """Where a regular-file source is read from, and the §1 position rule.
 
-    Splicing reads through an explicit offset, so the descriptor's position
-    is not touched while bytes are in flight; :meth:`settle` then leaves it
-    just past the last byte delivered, as ``socket.sendfile`` does.
+    Two ways to read. Where bytes read are bytes delivered (sendfile,
+    copy_file_range, a splice straight into a pipe), a descriptor with no
+    read buffer in front of it is read at, and advanced through, its own
+    file position: no ``lseek`` at all. Otherwise (``offset`` given, a
+    Python buffered file object, or a path that holds bytes in flight) the
+    kernel reads through an explicit offset that leaves the position alone,
+    and :meth:`settle` then leaves it just past the last byte delivered, as
+    ``socket.sendfile`` does.
     """
 
-    __slots__ = ("_endpoint", "_raw", "start")
+    __slots__ = ("_buffered", "_endpoint", "_raw", "start")
 
     def __init__(self, endpoint: Endpoint, offset: int | None) -> None:
         self._endpoint = endpoint
         self._raw: int | None = None
         obj = endpoint.obj
-        if offset is not None:
-            self.start = offset
-        elif obj is not None and hasattr(obj, "tell"):
+        self._buffered = hasattr(obj, "tell") and not isinstance(obj, io.FileIO)
+        self.start: int | None = offset
+        """The explicit offset the transfer started at; ``None`` while the
+        descriptor's own position is used."""
+        if offset is None and self._buffered:
             # A Python file object may have read ahead into its buffer; its
             # tell() is where the caller's next byte is, not the fd's.
-            self.start = obj.tell()
-        else:
-            self.start = os.lseek(endpoint.fd, 0, os.SEEK_CUR)
+            self.start = obj.tell()  # type: ignore[union-attr]
+
+    def offset(self, explicit: bool) -> int | None:
+        """Where a pump starts reading: an offset, or ``None`` for the file
+        position, which only a pump whose bytes read are bytes delivered
+        may use; an ``explicit`` offset is always an int. Called while
+        nothing has been delivered."""
+        if self.start is None and explicit:
+            self.start = os.lseek(self._endpoint.fd, 0, os.SEEK_CUR)
+        return self.start
 
     def read_ahead(self) -> None:
-        """Position the descriptor at :attr:`start` for a user-space copy,
+        """Position the descriptor at the start for a user-space copy,
         which reads through the file position and may read ahead."""
         fd = self._endpoint.fd
         self._raw = os.lseek(fd, 0, os.SEEK_CUR)
-        os.lseek(fd, self.start, os.SEEK_SET)
+        if self.start is None:
+            self.start = self._raw
+        else:
+            os.lseek(fd, self.start, os.SEEK_SET)
 
     def settle(self, delivered: int) -> None:
         """Leave the source just past the last delivered byte; unchanged
@@ -152,9 +256,9 @@ class SourcePosition:
         fd, obj = self._endpoint.fd, self._endpoint.obj
         if self._raw is not None:
             os.lseek(fd, self._raw, os.SEEK_SET)
-        if not delivered:
-            return
-        if obj is not None and hasattr(obj, "seek"):
-            obj.seek(self.start + delivered)
+        if not delivered or self.start is None:
+            return  # nothing moved, or the kernel advanced the position
+        if self._buffered:
+            obj.seek(self.start + delivered)  # type: ignore[union-attr]
         else:
             os.lseek(fd, self.start + delivered, os.SEEK_SET)

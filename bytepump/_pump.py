@@ -6,8 +6,12 @@ when the transfer is complete). It never waits itself, so one pump serves
 the epoll driver of :mod:`bytepump.pump` and the asyncio one of
 :mod:`bytepump.aio` alike.
 
-:func:`splice_pump` keeps the data in the kernel; :class:`CopyPump` is the
-user-space fallback for the pairs splice cannot carry.
+Four pumps keep the data in the kernel — :class:`SendfilePump`,
+:class:`CopyRangePump`, :class:`DirectPump` and :class:`PipePump` — and
+:class:`CopyPump` is the user-space fallback. Which of them may carry a pair,
+in which order, is the table in :mod:`bytepump._paths`. A kernel pump that
+the kernel refuses before a byte was written raises
+:class:`SpliceUnsupported`, and the next one is tried.
 """
 
 from __future__ import annotations
@@ -15,12 +19,11 @@ from __future__ import annotations
 import errno
 import functools
 import io
-import os
 import sys
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional, Protocol
 
 from . import _libc
-from ._endpoint import FILE, PIPE, SOCKET, Endpoint
+from ._endpoint import CHAR, FILE, OTHER, PIPE, SOCKET, Endpoint, SourcePosition
 from ._errors import (
     DownstreamTimeout,
     SpliceUnsupported,
@@ -33,27 +36,43 @@ from ._waiters import READ, WRITE, Wait
 Waits = tuple[Wait, ...]
 ProgressCallback = Optional[Callable[[int], object]]
 
+MAX_CALL = 16 << 20
+"""Bytes asked of one sendfile or copy_file_range: no call moves more, so
+``on_progress`` fires and Ctrl-C lands at least every 16 MiB (DESIGN §1)."""
 MAX_SPLICE = 1 << 20
 """Bytes asked of one direct splice; the kernel moves at most a pipe's worth."""
 
 _UNLIMITED = sys.maxsize
 _NONBLOCK = _libc.SPLICE_F_NONBLOCK
 _AGAIN = _libc.AGAIN
+_REFUSALS = frozenset(
+    {errno.EINVAL, errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM}
+)
+"""What a first call answers when the kernel will not take this path for
+this pair (Rust's std and Go fall back on the same)."""
+_KERNEL_NONBLOCKING = (SOCKET, CHAR, OTHER)
+"""Ends a kernel pump makes O_NONBLOCK: SPLICE_F_NONBLOCK covers a pipe end,
+a regular file is always ready, anything else would block the call."""
 
 
-class Job(NamedTuple):
-    """What a pump is asked to move."""
+class Job(Protocol):
+    """What a pump is asked to move (a transfer: no object made per call)."""
 
     src: Endpoint
     dst: Endpoint
     count: int | None
     on_progress: ProgressCallback
-    start: int | None
-    """Where a regular-file source is read from; ``None`` for other kinds."""
+    position: SourcePosition | None
+    """How a regular-file source is read; ``None`` for other kinds."""
 
 
 class _Pump:
-    """What both pumps share: the byte accounting and the waits they can ask."""
+    """What every pump shares: the byte accounting and the waits it can ask."""
+
+    _nonblocking: tuple[str, ...] = _KERNEL_NONBLOCKING
+    _refusals: frozenset[int] = _REFUSALS
+    _offset: int | None = None
+    """Where a regular-file source is read next (``None``: its position)."""
 
     def __init__(self, job: Job) -> None:
         self.transferred = 0
@@ -61,6 +80,9 @@ class _Pump:
         self._dst = job.dst
         self._remaining = _UNLIMITED if job.count is None else job.count
         self._on_progress = job.on_progress
+        for end in (job.src, job.dst):
+            if end.kind in self._nonblocking:
+                end.make_nonblocking()
 
     # The waits are made on first need: most small transfers never wait.
     @functools.cached_property
@@ -76,6 +98,19 @@ class _Pump:
         if self._on_progress is not None:
             self._on_progress(n)
 
+    def _moved(self, n: int) -> None:
+        """``n`` bytes went from a source read at ``_offset`` into ``dst``."""
+        if self._offset is not None:
+            self._offset += n
+        self._remaining -= n
+        self._delivered(n)
+
+    def _check_refusal(self, exc: OSError) -> None:
+        # The kernel will not take this path for this pair, and nothing has
+        # moved yet: the next path may be tried.
+        if exc.errno in self._refusals and not self.transferred:
+            raise _unsupported(f"{type(self).__name__}: {exc.strerror}") from exc
+
     def advance(self) -> Waits | None:
         raise NotImplementedError
 
@@ -84,29 +119,103 @@ class _Pump:
 
 
 def _unsupported(what: str) -> SpliceUnsupported:
-    return SpliceUnsupported(errno.EINVAL, f"splice cannot carry this pair: {what}")
+    return SpliceUnsupported(errno.EINVAL, f"no kernel path for this pair: {what}")
 
 
-class _SplicePump(_Pump):
-    """Moves the data with splice(2); see :func:`splice_pump`."""
+class SendfilePump(_Pump):
+    """A regular file into a socket: sendfile(2), one call per socket
+    buffer's worth, never asking for more than the file has left (asking
+    past the end keeps SPLICE_F_MORE set inside the kernel and holds the
+    tail back ~200 ms, golang/go#41513)."""
 
     def __init__(self, job: Job) -> None:
         super().__init__(job)
-        self._offset = None if job.start is None else _libc.Offset(job.start)
-        self._in_pipe = 0
-        for end in (job.src, job.dst):
-            if end.kind == SOCKET:
-                end.make_nonblocking()
+        assert job.position is not None
+        # The offset must be known to know what is left.
+        self._offset: int = job.position.offset(explicit=True)  # type: ignore[assignment]
+        self._end = job.src.size
 
-    def _check_refusal(self, exc: OSError) -> None:
+    def advance(self) -> Waits | None:
+        dst, src = self._dst.fd, self._src.fd
+        while self._remaining:
+            left = self._end - self._offset
+            ask = min(self._remaining, left if left > 0 else MAX_CALL, MAX_CALL)
+            try:
+                n = _libc.sendfile(dst, src, self._offset, ask)
+            except OSError as exc:
+                self._check_refusal(exc)
+                raise
+            if n == _AGAIN:
+                return self._dst_out
+            if n == 0:
+                if left > 0 and not self.transferred:
+                    raise _unsupported(
+                        "sendfile moved nothing of a file not at its end"
+                    )
+                return None
+            self._moved(n)
+        return None
+
+
+class CopyRangePump(_Pump):
+    """A regular file into a regular file: copy_file_range(2), a reflink or
+    a server-side copy where the file system has one, an in-kernel copy
+    otherwise. Regular files never make it wait."""
+
+    # EBADF: an O_APPEND destination (checked before, but a file system may
+    # answer it for others too).
+    _refusals = _REFUSALS | {errno.EBADF}
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job)
+        assert job.position is not None
+        self._position = job.position
+        self._offset = job.position.offset(explicit=False)
+
+    def advance(self) -> Waits | None:
+        src, dst = self._src.fd, self._dst.fd
+        while self._remaining:
+            try:
+                n = _libc.copy_file_range(
+                    src, self._offset, dst, min(self._remaining, MAX_CALL)
+                )
+            except OSError as exc:
+                self._check_refusal(exc)
+                raise
+            if n == 0:
+                if not self.transferred and self._before_end():
+                    raise _unsupported("copy_file_range moved nothing of a file")
+                return None
+            self._moved(n)
+        return None
+
+    def _before_end(self) -> bool:
+        # Old kernels answered 0, not EXDEV, for files they would not copy.
+        at = self._offset
+        if at is None:
+            at = self._position.offset(explicit=True)
+        return at is not None and at < self._src.size
+
+
+class _SplicePump(_Pump):
+    """What the two splice(2) pumps share."""
+
+    def _check_splice_refusal(self, exc: OSError, in_pipe: int) -> None:
         # EINVAL on the very first splice: the kernel will not splice this
         # file, and nothing has moved yet, so the caller may fall back.
-        if exc.errno == errno.EINVAL and not self.transferred and not self._in_pipe:
+        if exc.errno == errno.EINVAL and not self.transferred and not in_pipe:
             raise _unsupported("the kernel refused the first splice") from exc
 
 
-class _DirectPump(_SplicePump):
+class DirectPump(_SplicePump):
     """One side is a pipe: splice straight from source to destination."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job)
+        # Bytes spliced out of a file are bytes delivered: its own file
+        # position can be used.
+        position = job.position
+        self._offset = None if position is None else position.offset(explicit=False)
 
     @functools.cached_property
     def _stuck(self) -> Waits:
@@ -121,31 +230,35 @@ class _DirectPump(_SplicePump):
         return self._dst_out + self._src_in
 
     def advance(self) -> Waits | None:
-        src, dst, offset = self._src.fd, self._dst.fd, self._offset
+        src, dst = self._src.fd, self._dst.fd
         while self._remaining:
             try:
                 n = _libc.splice(
-                    src, offset, dst, min(self._remaining, MAX_SPLICE), _NONBLOCK
+                    src, self._offset, dst, min(self._remaining, MAX_SPLICE), _NONBLOCK
                 )
             except OSError as exc:
                 if exc.errno != errno.EPIPE and self._src.kind == SOCKET:
                     mark_upstream(exc)
-                self._check_refusal(exc)
+                self._check_splice_refusal(exc, 0)
                 raise
             if n == _AGAIN:
                 return self._stuck
             if n == 0:
                 return None
-            self._remaining -= n
-            self._delivered(n)
+            self._moved(n)
         return None
 
 
-class _PipePump(_SplicePump):
+class PipePump(_SplicePump):
     """Neither side is a pipe: go through an empty pipe from the pool."""
 
     def __init__(self, job: Job) -> None:
         super().__init__(job)
+        position = job.position
+        # Bytes in the pipe are read but not delivered: an explicit offset,
+        # so that the file position can be settled on what was delivered.
+        self._offset = None if position is None else position.offset(explicit=True)
+        self._in_pipe = 0
         self._pipe: Pipe | None = pool.acquire()
         if self._dst.kind != SOCKET:
             try:
@@ -175,7 +288,7 @@ class _PipePump(_SplicePump):
         # an empty pipe means the socket is dry.
         assert self._pipe is not None
         pipe_r, pipe_w, capacity = self._pipe.r, self._pipe.w, self._pipe.capacity
-        src, dst, offset = self._src.fd, self._dst.fd, self._offset
+        src, dst = self._src.fd, self._dst.fd
         while True:
             if self._in_pipe:
                 n = _libc.splice(pipe_r, None, dst, self._in_pipe, _NONBLOCK)
@@ -188,10 +301,12 @@ class _PipePump(_SplicePump):
                 return None
             try:
                 n = _libc.splice(
-                    src, offset, pipe_w, min(self._remaining, capacity), _NONBLOCK
-                )
+                    src, self._offset, pipe_w, min(self._remaining, capacity),
+                    _NONBLOCK,
+                )  # fmt: skip
             except OSError as exc:
-                self._check_refusal(mark_upstream(exc))
+                mark_upstream(exc)
+                self._check_splice_refusal(exc, self._in_pipe)
                 raise
             if n == _AGAIN:
                 if self._src.kind == FILE:
@@ -199,6 +314,8 @@ class _PipePump(_SplicePump):
                 return self._src_in
             if n == 0:
                 return None
+            if self._offset is not None:
+                self._offset += n
             self._in_pipe = n
             self._remaining -= n
 
@@ -206,22 +323,6 @@ class _PipePump(_SplicePump):
         if self._pipe is not None:
             pipe, self._pipe = self._pipe, None
             pool.release(pipe, empty=not self._in_pipe)
-
-
-def splice_pump(job: Job) -> _Pump:
-    """A pump that keeps the data in the kernel.
-
-    Raises :class:`SpliceUnsupported` here, or from ``advance`` before the
-    first byte, when the kernel will not splice the pair, so the caller can
-    fall back with nothing lost.
-    """
-    src, dst = job.src, job.dst
-    if src.ssl or dst.ssl:
-        raise _unsupported("a TLS socket's descriptor carries ciphertext")
-    if dst.flags & os.O_APPEND:
-        raise _unsupported("the kernel refuses an O_APPEND destination")
-    pump = _DirectPump if PIPE in (src.kind, dst.kind) else _PipePump
-    return pump(job)
 
 
 Call = Callable[[memoryview], object]
@@ -274,12 +375,15 @@ class CopyPump(_Pump):
     little per chunk, but the buffer itself is reused.
     """
 
+    # Read and write go through the descriptors' flags: every end that can
+    # block, pipes included, is made O_NONBLOCK.
+    _nonblocking = (*_KERNEL_NONBLOCKING, PIPE)
+
     def __init__(self, job: Job) -> None:
         super().__init__(job)
         src, dst = job.src, job.dst
-        for end in (src, dst):
-            if end.pollable:
-                end.make_nonblocking()
+        if job.position is not None:
+            job.position.read_ahead()
         try:
             self._buffer = _spare_buffers.pop()
         except IndexError:

@@ -10,13 +10,18 @@ it; a waiter's exception is thrown back in so the same cleanup runs.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Generator
 from typing import TypeVar
 
-from ._endpoint import FILE, Endpoint, FdLike, SourcePosition
+from ._endpoint import FILE, PIPE, Endpoint, FdLike, SourcePosition
 from ._errors import SpliceUnsupported, annotate
-from ._pump import CopyPump, Job, ProgressCallback, _Pump, splice_pump
+from ._paths import kernel_path
+from ._pump import CopyPump, Job, ProgressCallback, _Pump
 from ._waiters import Wait, check_timeout
+
+_KERNEL_MAX = 2**63 - 1
+"""The largest offset or count the kernel takes (``loff_t``)."""
 
 
 def _check_count(name: str, value: int | None) -> None:
@@ -26,13 +31,16 @@ def _check_count(name: str, value: int | None) -> None:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < 0:
         raise ValueError(f"{name} must not be negative, got {value!r}")
+    if value > _KERNEL_MAX:
+        raise ValueError(f"{name} must be at most 2**63 - 1, got {value!r}")
 
 
 class Transfer:
     """A checked pair of endpoints and the §1 rules around moving bytes.
 
-    Constructing it checks the arguments, before any byte moves; the
-    drivers then run :func:`steps` on it.
+    Constructing it checks the arguments, before any byte moves, and picks
+    the path (:mod:`bytepump._paths`); the drivers then run :func:`steps`
+    on it.
     """
 
     def __init__(
@@ -45,38 +53,52 @@ class Transfer:
         on_progress: ProgressCallback,
         fallback: bool,
     ) -> None:
-        _check_count("count", count)
-        _check_count("offset", offset)
-        check_timeout(timeout)
+        if count is not None:
+            _check_count("count", count)
+        if offset is not None:
+            _check_count("offset", offset)
+        if timeout is not None:
+            check_timeout(timeout)
         self.src = Endpoint(src, "src")
         self.dst = Endpoint(dst, "dst")
         if self.src.fd == self.dst.fd:
             raise ValueError("src and dst are the same file descriptor")
+        # A file appended to itself grows forever; the two ends of one pipe
+        # are a busy loop. (Sockets are left out: a socket object is known
+        # without fstat, and splicing a connection into itself is an echo.)
+        if (
+            self.src.ident is not None
+            and self.src.ident == self.dst.ident
+            and self.src.kind in (FILE, PIPE)
+        ):
+            raise ValueError("src and dst are the same file")
         if offset is not None and self.src.kind != FILE:
             raise ValueError("offset needs a seekable (regular file) src")
         self.count = count
         self.offset = offset
         self.on_progress = on_progress
         self.fallback = fallback
+        self.path, self.why_not = kernel_path(self.src, self.dst)
         self.position: SourcePosition | None = None
 
-    def start(self) -> None:
-        """Flush a buffered ``dst`` and note where a file source starts."""
+    def start(self) -> Job:
+        """Flush a buffered ``dst``, note where a file source starts, and
+        say what the pumps are to move."""
         flush = getattr(self.dst.obj, "flush", None)
         if flush is not None:
             flush()
         if self.src.kind == FILE:
             self.position = SourcePosition(self.src, self.offset)
-
-    def job(self) -> Job:
-        start = None if self.position is None else self.position.start
-        return Job(self.src, self.dst, self.count, self.on_progress, start)
+        return self
 
     def finish(self, transferred: int) -> None:
-        """Settle the source position and restore the caller's flags."""
+        """Settle the source position, put the tail of a TCP stream on the
+        wire, and restore the caller's flags."""
         try:
             if self.position is not None:
                 self.position.settle(transferred)
+            if transferred:
+                self.dst.push_tail()
         finally:
             self.src.restore()
             self.dst.restore()
@@ -87,7 +109,8 @@ Steps = Generator[Wait, None, T]
 """Work that yields each :class:`Wait` it needs done and returns a ``T``."""
 
 
-def _pump_steps(pump: _Pump) -> Steps[int]:
+def _pump_steps(make: type[_Pump], job: Job) -> Steps[int]:
+    pump = make(job)
     try:
         while True:
             try:
@@ -105,24 +128,32 @@ def _pump_steps(pump: _Pump) -> Steps[int]:
 
 
 def steps(transfer: Transfer) -> Steps[int]:
-    """The whole of ``splice_to`` but the waiting; returns bytes written."""
+    """The whole of ``splice_to`` but the waiting; returns bytes written.
+
+    Each kernel path in turn while the kernel refuses before a byte was
+    written, then the user-space copy.
+    """
     if transfer.count == 0:
         return 0
     transferred = 0
     try:
-        transfer.start()
-        try:
-            transferred = yield from _pump_steps(splice_pump(transfer.job()))
-        except SpliceUnsupported:
-            if not transfer.fallback:
-                raise
-            if transfer.position is not None:
-                transfer.position.read_ahead()
-            transferred = yield from _pump_steps(CopyPump(transfer.job()))
+        job = transfer.start()
+        refusal: SpliceUnsupported | None = None
+        for make in transfer.path:
+            try:
+                transferred = yield from _pump_steps(make, job)
+                return transferred
+            except SpliceUnsupported as exc:
+                refusal = exc
+        if not transfer.fallback:
+            raise refusal or SpliceUnsupported(
+                errno.EINVAL, f"no kernel path for this pair: {transfer.why_not}"
+            )
+        transferred = yield from _pump_steps(CopyPump, job)
+        return transferred
     except BaseException as exc:
         transferred = getattr(exc, "transferred", 0)
         annotate(exc, transferred)
         raise
     finally:
         transfer.finish(transferred)
-    return transferred

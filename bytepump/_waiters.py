@@ -28,18 +28,24 @@ class Wait(NamedTuple):
 
 
 def check_timeout(timeout: float | None) -> None:
-    """``ValueError`` for a negative timeout (``None``: no limit)."""
-    if timeout is not None and timeout < 0:
+    """``ValueError`` for a negative or NaN timeout (``None`` and
+    ``math.inf``: no limit)."""
+    if timeout is None:
+        return
+    if timeout < 0:
         raise ValueError(f"timeout must not be negative, got {timeout!r}")
+    if timeout != timeout:  # NaN compares unequal to itself
+        raise ValueError("timeout must be a number of seconds, not NaN")
 
 
 def timeout_ms(seconds: float | None) -> int:
-    """epoll's milliseconds for ``seconds``; ``None`` means forever (-1).
+    """epoll's milliseconds for ``seconds``; ``None`` and ``math.inf`` mean
+    forever (-1).
 
     A positive remainder is rounded up: rounded down, a 0.4 ms remainder
     would become a zero-timeout busy spin.
     """
-    if seconds is None:
+    if seconds is None or seconds == math.inf:
         return -1
     return math.ceil(seconds * 1000) if seconds > 0 else 0
 

@@ -55,9 +55,12 @@ def drive(run: Steps[T], timeout: float | None) -> T:
     A wait that fails (a timeout, a signal's exception) is thrown back into
     ``run`` so that its cleanup runs; ``run``'s return value is returned.
     """
-    waiter = EpollWaiter()
+    waiter = None
     try:
         wait = next(run)
+        # Made only once something would block (trio's rule: try the
+        # syscall first): most small transfers never wait.
+        waiter = EpollWaiter()
         while True:
             try:
                 waiter.wait(wait, timeout)
@@ -68,4 +71,5 @@ def drive(run: Steps[T], timeout: float | None) -> T:
     except StopIteration as done:
         return done.value
     finally:
-        waiter.close()
+        if waiter is not None:
+            waiter.close()

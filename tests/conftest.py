@@ -74,6 +74,39 @@ def flags_kept(*fds: int) -> Iterator[None]:
     assert [fd_state(fd) for fd in fds] == before, "flags or pipe size changed"
 
 
+PATHS = ("shortest", "pooled")
+"""How a test may force the engine's path for a pair: ``shortest`` is the
+table's own choice (sendfile for file → socket, copy_file_range for file →
+file), ``pooled`` takes those two away, so that such a pair goes through
+the pooled pipe, their fallback."""
+
+
+@contextlib.contextmanager
+def forced_path(name: str) -> Iterator[None]:
+    """Run the block with the engine's path table forced to ``name``."""
+    from bytepump import _paths, _pump, _transfer
+
+    table = _transfer.kernel_path
+    skipped = (_pump.SendfilePump, _pump.CopyRangePump)
+
+    def pooled(src, dst):
+        path, why = table(src, dst)
+        return tuple(p for p in path if p not in skipped), why
+
+    _transfer.kernel_path = table if name == "shortest" else pooled
+    try:
+        yield
+    finally:
+        _transfer.kernel_path = _paths.kernel_path
+
+
+@pytest.fixture(params=PATHS)
+def path(request) -> Iterator[str]:
+    """Runs a test once per way through the engine (see :data:`PATHS`)."""
+    with forced_path(request.param):
+        yield request.param
+
+
 def open_fds() -> int:
     """How many descriptors this process has open."""
     return len(os.listdir("/proc/self/fd"))

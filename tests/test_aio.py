@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import os
 
 import pytest
@@ -183,3 +184,22 @@ def test_a_cancel_arriving_with_readiness_is_never_lost():
             assert isinstance(outcome, asyncio.CancelledError), (attempt, outcome)
 
     run(main())
+
+
+@pytest.mark.parametrize("timeout", [math.inf, math.nan])
+def test_infinite_timeout_is_no_limit_and_nan_refused(endpoints, timeout):
+    src = endpoints.source("pipe", b"x", hold_open=True)
+    dst = endpoints.sink("file")
+
+    async def main():
+        return await aio.splice_to(
+            src.obj, dst.obj, timeout, on_progress=lambda n: src.finish()
+        )
+
+    if timeout != timeout:
+        with pytest.raises(ValueError):
+            run(main())
+        assert src.rest() == b"x"
+    else:
+        assert run(main()) == 1
+    assert dst.received() == (b"x" if timeout == math.inf else b"")

@@ -3,6 +3,7 @@
 import errno
 import os
 import platform
+import socket
 
 import pytest
 
@@ -38,27 +39,92 @@ def test_splice_reports_again_without_raising():
             os.close(fd)
 
 
-def test_splice_from_an_offset_leaves_the_file_position(tmp_path):
+SPLICES = [_libc._cffi_splice] + ([_libc._os_splice] if hasattr(os, "splice") else [])
+SENDFILES = [_libc._cffi_sendfile, _libc._os_sendfile]
+COPY_RANGES = [_libc._cffi_copy_file_range] + (
+    [_libc._os_copy_file_range] if hasattr(os, "copy_file_range") else []
+)
+"""Both bindings of each hot call: cffi (PyPy's) and the standard library's
+(CPython's), whichever this interpreter would pick."""
+
+
+@pytest.fixture
+def numbers(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"0123456789")
     fd = os.open(path, os.O_RDONLY)
+    yield fd
+    os.close(fd)
+
+
+@pytest.mark.parametrize("splice", SPLICES)
+def test_splice_from_an_offset_leaves_the_file_position(numbers, splice):
     r, w = _libc.pipe2(0)
     try:
-        offset = _libc.Offset(3)
-        assert _libc.splice(fd, offset, w, 4, 0) == 4
-        assert offset.value == 7
+        assert splice(numbers, 3, w, 4, 0) == 4
         assert os.read(r, 4) == b"3456"
-        assert os.lseek(fd, 0, os.SEEK_CUR) == 0
+        assert os.lseek(numbers, 0, os.SEEK_CUR) == 0
+        assert splice(numbers, None, w, 2, 0) == 2  # the position, advanced
+        assert os.read(r, 2) == b"01"
+        assert os.lseek(numbers, 0, os.SEEK_CUR) == 2
     finally:
-        for f in (fd, r, w):
-            os.close(f)
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.parametrize("sendfile", SENDFILES)
+def test_sendfile_reads_at_an_offset_and_answers_again(numbers, sendfile):
+    a, b = socket.socketpair()
+    with a, b:
+        assert sendfile(a.fileno(), numbers, 3, 4) == 4
+        assert b.recv(10) == b"3456"
+        assert os.lseek(numbers, 0, os.SEEK_CUR) == 0
+        a.setblocking(False)
+        while sendfile(a.fileno(), numbers, 0, 10) != _libc.AGAIN:
+            pass  # until the socket is full
+
+
+@pytest.mark.parametrize("copy_file_range", COPY_RANGES)
+def test_copy_file_range_offsets(numbers, copy_file_range, tmp_path):
+    out = tmp_path / "out"
+    with open(out, "wb", buffering=0) as f:
+        assert copy_file_range(numbers, 5, f.fileno(), 3) == 3
+        assert os.lseek(numbers, 0, os.SEEK_CUR) == 0
+        assert copy_file_range(numbers, None, f.fileno(), 2) == 2
+        assert os.lseek(numbers, 0, os.SEEK_CUR) == 2
+        assert f.tell() == 5  # the destination's position advances
+    assert out.read_bytes() == b"56701"
+
+
+def test_socket_options_and_unsent_bytes():
+    a, b = socket.socketpair()
+    with a, b, pytest.raises(OSError):
+        _libc.unsent(a.fileno())  # not TCP
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as c:
+        fd = c.fileno()
+        assert _libc.unsent(fd) == 0
+        assert _libc._cffi_unsent(fd) == 0
+        for value in (1, 0):
+            _libc.setsockopt(fd, _libc.SOL_TCP, _libc.TCP_NODELAY, value)
+            assert _libc.getsockopt(fd, _libc.SOL_TCP, _libc.TCP_NODELAY) == value
+            assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == value
+
+
+def _closed() -> int:
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(fd)
+    return fd
 
 
 @pytest.mark.parametrize(
     ("call", "exc_type", "code"),
     [
         (lambda: _libc.close(-1), OSError, errno.EBADF),
-        (lambda: _libc.fcntl(-1, _libc.F_GETFL), OSError, errno.EBADF),
+        (lambda: _libc.fcntl(_closed(), _libc.F_GETFL), OSError, errno.EBADF),
+        (lambda: _libc._cffi_fcntl(-1, _libc.F_GETFL), OSError, errno.EBADF),
+        (lambda: _libc.sendfile(-1, -1, 0, 1), OSError, errno.EBADF),
+        (lambda: _libc.copy_file_range(-1, 0, -1, 1), OSError, errno.EBADF),
         (lambda: _libc.splice(-1, None, -1, 1, 0), OSError, errno.EBADF),
     ],
 )

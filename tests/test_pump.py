@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import os
 import signal
 import socket
@@ -14,12 +15,14 @@ import pytest
 from conftest import (
     DST_KINDS,
     MIB,
+    PATHS,
     SIZES,
     SRC_KINDS,
     WAIT,
     Endpoints,
     fill,
     flags_kept,
+    forced_path,
     payload,
     pieces,
     position,
@@ -30,6 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bytepump
+from bytepump._pump import MAX_CALL
 
 splice_to = bytepump.splice_to
 STREAMS = ("pipe", "tcp", "unix")
@@ -67,13 +71,25 @@ def test_every_pair(endpoints, src_kind, dst_kind, size, nonblocking):
         assert sha(got) == sha(data)
 
 
-@pytest.mark.parametrize("timeout", [None, 2, 7.5])
+@pytest.mark.parametrize("timeout", [None, 2, 7.5, math.inf])
 def test_timeout_values_accepted(endpoints, timeout):
     data = payload(65537)
     src = endpoints.source("tcp", data, chunks=[1000, 20000])
     dst = endpoints.sink("unix")
     assert splice_to(src.fd, dst.fd, timeout) == len(data)
     assert dst.received() == data
+
+
+@pytest.mark.timeout(20)
+def test_infinite_timeout_is_no_limit(endpoints):
+    # One byte, then silence until it has been delivered: the transfer
+    # waits on its source with no limit, then sees the end of the stream.
+    src = endpoints.source("tcp", b"x", hold_open=True)
+    dst = endpoints.sink("file")
+    with flags_kept(src.fd, dst.fd):
+        n = splice_to(src.fd, dst.fd, math.inf, on_progress=lambda n: src.finish())
+    assert n == 1
+    assert dst.received() == b"x"
 
 
 @pytest.mark.parametrize(
@@ -109,10 +125,11 @@ BLOB = payload(300_000)
     writes=st.lists(st.integers(1, 70_000), min_size=1, max_size=4),
     read_chunk=st.integers(1, 100_000),
     nonblocking=st.booleans(),
+    path=st.sampled_from(PATHS),
     choices=st.data(),
 )
 def test_property(
-    tmp_path, src_kind, dst_kind, size, writes, read_chunk, nonblocking, choices
+    tmp_path, src_kind, dst_kind, size, writes, read_chunk, nonblocking, path, choices
 ):
     data = BLOB[:size]
     count = choices.draw(st.none() | st.integers(0, size + 10), label="count")
@@ -120,7 +137,7 @@ def test_property(
     if src_kind == "file":
         pos = choices.draw(st.integers(0, size), label="position")
         offset = choices.draw(st.none() | st.integers(0, size + 10), label="offset")
-    with Endpoints(tmp_path) as made:
+    with Endpoints(tmp_path) as made, forced_path(path):
         src = made.source(src_kind, data, chunks=writes, nonblocking=nonblocking)
         dst = made.sink(dst_kind, chunk=read_chunk, nonblocking=nonblocking)
         if pos is not None:
@@ -197,10 +214,13 @@ def source_file(tmp_path):
     ],
     ids=["to-eof", "count", "count-big", "offset-count", "offset-0", "offset"],
 )
-def test_file_object_position(endpoints, source_file, kwargs, start, length):
-    path, data = source_file
-    dst = endpoints.sink("pipe")
-    with open(path, "rb") as f:
+@pytest.mark.parametrize("dst_kind", ["pipe", "tcp", "file"])
+def test_file_object_position(
+    endpoints, source_file, path, dst_kind, kwargs, start, length
+):
+    source, data = source_file
+    dst = endpoints.sink(dst_kind)
+    with open(source, "rb") as f:
         assert f.read(10) == data[:10]  # the read buffer holds far more
         n = splice_to(f, dst.fd, WAIT, **kwargs)
         expected = data[start:] if length is None else data[start : start + length]
@@ -236,10 +256,11 @@ def test_file_object_at_end(endpoints, source_file):
     assert dst.received() == b""
 
 
-def test_raw_descriptor_position(endpoints, source_file):
-    path, data = source_file
-    dst = endpoints.sink("unix")
-    fd = os.open(path, os.O_RDONLY)
+@pytest.mark.parametrize("dst_kind", ["unix", "tcp", "file"])
+def test_raw_descriptor_position(endpoints, source_file, path, dst_kind):
+    source, data = source_file
+    dst = endpoints.sink(dst_kind)
+    fd = os.open(source, os.O_RDONLY)
     try:
         os.lseek(fd, 7, os.SEEK_SET)
         assert splice_to(fd, dst.fd, WAIT, count=70_000) == 70_000
@@ -274,7 +295,7 @@ def test_destination_flushed_first(endpoints, dst_kind):
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("dst_kind", ["tcp", "unix"])
 @pytest.mark.parametrize("src_kind", ["file", "pipe", "unix"])
-def test_slowloris_downstream_timeout(endpoints, src_kind, dst_kind):
+def test_slowloris_downstream_timeout(endpoints, path, src_kind, dst_kind):
     data = payload(8 * MIB)
     src = endpoints.source(src_kind, data)
     dst = endpoints.sink(dst_kind, drain=False, bufsize=4096)  # never reads
@@ -336,6 +357,42 @@ def test_timeout_is_for_inactivity_not_the_whole_transfer(endpoints):
     assert dst.received() == data
 
 
+@pytest.fixture
+def pty(endpoints):
+    """A pseudo-terminal nobody types into nor reads: (master, slave)."""
+    master, slave = os.openpty()
+    endpoints.adopt(caller=os.fdopen(slave, "rb", buffering=0))
+    endpoints.adopt(peer=os.fdopen(master, "rb", buffering=0))
+    return master, slave
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("nonblocking", [False, True], ids=["blocking", "nonblocking"])
+def test_timeout_holds_for_a_silent_terminal(endpoints, pty, nonblocking):
+    _, slave = pty
+    os.set_blocking(slave, not nonblocking)
+    dst = endpoints.sink("file")
+    begun = time.monotonic()
+    with flags_kept(slave, dst.fd), pytest.raises(bytepump.UpstreamTimeout) as info:
+        splice_to(slave, dst.fd, IDLE)
+    assert IDLE <= time.monotonic() - begun < 5
+    assert info.value.transferred == 0
+
+
+@pytest.mark.timeout(10)
+def test_timeout_holds_for_a_terminal_nobody_reads(pty):
+    _, slave = pty  # what is written to it waits for a read of the master
+    with open("/dev/zero", "rb", buffering=0) as zero:
+        begun = time.monotonic()
+        with (
+            flags_kept(zero.fileno(), slave),
+            pytest.raises(bytepump.DownstreamTimeout) as info,
+        ):
+            splice_to(zero, slave, IDLE, count=64 * MIB)
+    assert IDLE <= time.monotonic() - begun < 5
+    assert 0 < info.value.transferred < 64 * MIB
+
+
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize("src_kind", STREAMS)
 def test_timeout_zero_does_not_wait_for_source(endpoints, src_kind):
@@ -383,7 +440,7 @@ def test_timeout_zero_moves_what_is_ready(endpoints, dst_kind):
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("dst_kind", ["pipe", "tcp", "unix"])
 @pytest.mark.parametrize("src_kind", ["file", "tcp"])
-def test_peer_closing_mid_transfer(endpoints, src_kind, dst_kind):
+def test_peer_closing_mid_transfer(endpoints, path, src_kind, dst_kind):
     data = payload(8 * MIB)
     src = endpoints.source(src_kind, data)
     dst = endpoints.sink(dst_kind, close_after=65536, bufsize=65536)
@@ -448,7 +505,7 @@ def test_end_of_file_while_the_pipe_is_full(endpoints, dst_kind, size):
     ("src_kind", "dst_kind"),
     [("file", "file"), ("file", "tcp"), ("tcp", "pipe"), ("pipe", "unix")],
 )
-def test_on_progress_adds_up(endpoints, src_kind, dst_kind):
+def test_on_progress_adds_up(endpoints, path, src_kind, dst_kind):
     data = payload(3 * MIB + 7)
     src = endpoints.source(src_kind, data)
     dst = endpoints.sink(dst_kind)
@@ -472,24 +529,37 @@ class Stop(Exception):
 
 @pytest.mark.parametrize("dst_kind", ["file", "tcp"])
 @pytest.mark.parametrize("src_kind", ["file", "unix"])
-def test_on_progress_exception_propagates(endpoints, src_kind, dst_kind):
-    data = payload(3 * MIB + 7)
+def test_on_progress_exception_propagates(endpoints, path, src_kind, dst_kind):
+    # More than one call of any path moves (16 MiB at most), so the first
+    # on_progress call stops the transfer short, whatever its chunk size.
+    data = payload(MAX_CALL + 4 * MIB + 7)
     src = endpoints.source(src_kind, data)
     dst = endpoints.sink(dst_kind)
     calls = []
 
     def progress(n):
         calls.append(n)
-        if len(calls) == 2:
-            raise Stop
+        raise Stop
 
     with flags_kept(src.fd, dst.fd), pytest.raises(Stop) as info:
         splice_to(src.fd, dst.fd, WAIT, on_progress=progress)
-    assert len(calls) == 2
-    assert info.value.transferred == sum(calls)
+    assert len(calls) == 1
+    assert 0 < calls[0] < len(data)
+    assert info.value.transferred == calls[0]
     if src_kind == "file":
-        assert position(src.fd) == sum(calls)
-    assert dst.received() == data[: sum(calls)]
+        assert position(src.fd) == calls[0]
+    assert sha(dst.received()) == sha(data[: calls[0]])
+
+
+def test_on_progress_at_least_every_16_mib(endpoints, path):
+    data = payload(64 * MIB)
+    src = endpoints.source("file", data)
+    dst = endpoints.sink("file")
+    calls = []
+    assert splice_to(src.fd, dst.fd, WAIT, on_progress=calls.append) == len(data)
+    assert len(calls) >= 4
+    assert max(calls) <= MAX_CALL
+    assert sha(dst.received()) == sha(data)
 
 
 # --- KeyboardInterrupt --------------------------------------------------------
@@ -554,8 +624,47 @@ class BadInput:
         self.cleanup = []
 
 
+def _appending_to(ctx):
+    f = open(ctx.file.path, "ab")  # noqa: SIM115
+    ctx.cleanup.append(f.close)
+    return f
+
+
+def _pipe_ends(ctx):
+    r, w = os.pipe()
+    ctx.cleanup += [lambda: os.close(r), lambda: os.close(w)]
+    return r, w
+
+
+class _Fileno:
+    def __init__(self, value):
+        self.value = value
+
+    def fileno(self):
+        return self.value
+
+
 # id -> (build(ctx) -> (src, dst, kwargs), exception, errno or None)
 BAD = {
+    "same-file-appended": (lambda c: (c.file.obj, _appending_to(c), {}), ValueError),
+    "same-file-two-objects": (
+        lambda c: (open(c.file.path, "rb"), c.file.fd, {}),  # noqa: SIM115
+        ValueError,
+    ),
+    "same-pipe-both-ends": (lambda c: (*_pipe_ends(c), {}), ValueError),
+    "timeout-nan": (lambda c: (c.pipe.fd, c.dst.fd, {"timeout": math.nan}), ValueError),
+    "offset-past-kernel": (
+        lambda c: (c.file.fd, c.dst.fd, {"offset": 2**63}),
+        ValueError,
+    ),
+    "count-past-kernel": (
+        lambda c: (c.pipe.fd, c.dst.fd, {"count": 2**63}),
+        ValueError,
+    ),
+    "fd-no-c-int": (lambda c: (2**31, c.dst.fd, {}), ValueError),
+    "fileno-no-c-int": (lambda c: (c.pipe.fd, _Fileno(2**32 + 1), {}), ValueError),
+    "fileno-bool": (lambda c: (_Fileno(True), c.dst.fd, {}), TypeError),
+    "fileno-str": (lambda c: (c.pipe.fd, _Fileno("1"), {}), TypeError),
     "src-no-fileno": (lambda c: (object(), c.dst.fd, {}), TypeError),
     "dst-no-fileno": (lambda c: (c.pipe.fd, object(), {}), TypeError),
     "src-str": (lambda c: ("/etc/hostname", c.dst.fd, {}), TypeError),
