@@ -293,22 +293,16 @@ class _Piped:
     """
 
     def __init__(self, response: _Response, sock: Any) -> None:
-        self._response = response
         self._sock = sock if hasattr(sock, "fileno") else None
-        read, self._write_end = os.pipe2(os.O_CLOEXEC)
+        read, write = os.pipe2(os.O_CLOEXEC)
         self._read: io.FileIO | None = io.FileIO(read, "rb")
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._errors: list[BaseException] = []
+        # The thread holds no reference to this iterator, or it could never
+        # be collected (and its read end closed) while the mover runs.
+        self._thread = threading.Thread(
+            target=_pipe_body, args=(response, write, self._errors), daemon=True
+        )
         self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._response.move(self._write_end, _reply.LENGTH)
-        except BaseException as exc:  # handed to the iterating thread
-            self._error = exc
-        finally:
-            os.close(self._write_end)
-            self._response.close()
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -321,12 +315,12 @@ class _Piped:
             return data
         self._thread.join()
         self.close()
-        if self._error is not None:
+        if self._errors:
             # Raised after the head went out: the server drops the
             # connection instead of ending the body cleanly short.
             if self._sock is not None:
                 _abort(self._sock)
-            raise self._error
+            raise self._errors[0]
         raise StopIteration
 
     def close(self) -> None:
@@ -337,6 +331,18 @@ class _Piped:
         if self._read is not None:
             self._read.close()
             self._read = None
+
+
+def _pipe_body(response: _Response, fd: int, errors: list[BaseException]) -> None:
+    """The mover thread of :class:`_Piped`: the body into the pipe's write
+    end ``fd``, which it closes; an exception goes into ``errors``."""
+    try:
+        response.move(fd, _reply.LENGTH)
+    except BaseException as exc:  # handed to the iterating thread
+        errors.append(exc)
+    finally:
+        os.close(fd)
+        response.close()
 
 
 def _file_position(src: FdLike, fd: int) -> int:

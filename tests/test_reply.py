@@ -79,3 +79,96 @@ def test_framing():
     assert _reply.framing(unknown, (1, 0)) == _reply.CLOSE
     assert _reply.framing(_reply.Reply(200, [], 0, 5), (1, 0)) == _reply.LENGTH
     assert _reply.framing(_reply.Reply(304, [], body=False), (1, 1)) == _reply.LENGTH
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["bytes=\xb2-", "bytes=0-\xb9", "bytes=1" + "0" * 5000 + "-", "bytes=-" + "9" * 30],
+)
+def test_a_range_that_is_no_number_is_forwarded_as_none(value):
+    """Unicode digits and numbers past any object's size ask for the whole
+    object (a server may ignore any Range), never crash the application."""
+    assert _reply.forward_range({"Range": value}.get) == _reply.Forward()
+
+
+def test_content_encoding_is_passed_on_and_connection_named_fields_are_not():
+    origin = Origin(
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Type: text/plain\r\n"
+        b"Cache-Control: max-age=5\r\nConnection: close, Cache-Control\r\n"
+        b"Content-Length: 10\r\n\r\n",
+        0, 10, 10,
+    )  # fmt: skip
+    got = _reply.origin_reply(origin, _reply.Forward(), head=False)
+    assert dict(got.fields) == {
+        "Content-Encoding": "gzip",
+        "Content-Type": "text/plain",
+    }
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_bodiless_status_has_no_body(status):
+    assert not _reply.plain_reply(status, 0, 100, head=False).body
+
+
+@pytest.mark.parametrize("status", [99, 100, 101, 199, 600, True])
+def test_a_status_that_is_not_final_is_refused(status):
+    with pytest.raises((ValueError, TypeError)):
+        _reply.check_status(status)
+
+
+def test_the_callers_validators_cannot_replace_computed_ones():
+    import os
+
+    reply = _reply.file_reply(os.stat(__file__), 0, None, {}.get, head=False)
+    for name in ("ETag", "last-modified", "Content-Range", "Accept-Ranges"):
+        with pytest.raises(ValueError, match=name.lower()):
+            _reply.head_fields(reply, [(name, "x")])
+    fields = dict(_reply.head_fields(reply, [("Content-Type", "text/x-python")]))
+    assert fields["Content-Type"] == "text/x-python"
+
+
+def test_a_304_says_the_length_of_the_200():
+    import os
+
+    info = os.stat(__file__)
+    first = _reply.file_reply(info, 0, None, {}.get, head=False)
+    etag = dict(first.fields)["ETag"]
+    again = _reply.file_reply(info, 0, None, {"If-None-Match": etag}.get, head=False)
+    assert (again.status, again.length, again.body) == (304, info.st_size, False)
+
+
+def test_content_disposition_carries_any_name():
+    value = _reply.content_disposition('Rapport été "final"\\.zip')
+    assert value == (
+        'attachment; filename="Rapport _t_ _final__.zip"; '
+        "filename*=UTF-8''Rapport%20%C3%A9t%C3%A9%20%22final%22%5C.zip"
+    )
+
+
+def test_a_zip_reply_answers_ranges_and_conditionals():
+    from datetime import datetime, timezone
+
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    get = {"Range": "bytes=10-19"}.get
+    got = _reply.zip_reply(100, '"z"', when, get, head=False, filename="a.zip")
+    fields = dict(got.fields)
+    assert (got.status, got.start, got.length) == (206, 10, 10)
+    assert fields["Content-Range"] == "bytes 10-19/100"
+    assert fields["Content-Type"] == "application/zip"
+    assert fields["Last-Modified"] == "Fri, 02 Jan 2026 03:04:05 GMT"
+    stale = {"Range": "bytes=10-19", "If-Range": '"old"'}.get
+    assert _reply.zip_reply(100, '"z"', when, stale, head=False).status == 200
+    dated = {"Range": "bytes=10-19", "If-Range": fields["Last-Modified"]}.get
+    assert _reply.zip_reply(100, '"z"', None, dated, head=False).status == 200
+    assert (
+        _reply.zip_reply(
+            100, '"z"', when, {"If-None-Match": '"z"'}.get, head=False
+        ).status
+        == 304
+    )
+    assert (
+        _reply.zip_reply(
+            100, '"z"', when, {"Range": "bytes=100-"}.get, head=False
+        ).status
+        == 416
+    )

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -348,6 +349,66 @@ def test_every_kind_of_response_keeps_the_connection(server, data, nginx):
             assert (out.read_bytes() if out.exists() else b"") == expected, plan[i]
 
 
+@pytest.mark.parametrize("code", [204, 304])
+def test_a_bodiless_status_sends_no_body(server, data, code):
+    """The next response on the connection starts right after the head."""
+    args = ["-sS", "-k", "-o", str(data / "first"), "-w", "%{http_code} "]
+    args += [server.url(f"/status/{code}/small.bin"), "--next", "-sS", "-k"]
+    args += ["-o", str(data / "second"), "-w", "%{http_code}"]
+    done = curl(*args, server.url("/file/small.bin"))
+    assert done.stdout.split() == [str(code).encode(), b"200"]
+    assert (data / "second").read_bytes() == (data / "small.bin").read_bytes()
+
+
+def test_the_callers_reason_phrase_is_kept(server):
+    done = curl("-D", "-", "-o", "/dev/null", server.url("/status/203/small.bin"))
+    assert done.stdout.split(b"\r\n")[0].endswith(b" 203 Mine")
+
+
+def test_a_zip_archive_and_a_resumed_download_of_it(server, data, tmp_path):
+    whole = tmp_path / "whole.zip"
+    status, fields, body = get(server.url("/zip"))
+    assert status == 200
+    whole.write_bytes(body)
+    assert int(fields["content-length"]) == len(body)
+    assert fields["content-type"] == "application/zip"
+    assert "filename*=UTF-8''donn%C3%A9es.zip" in fields["content-disposition"]
+    with zipfile.ZipFile(whole) as archive:
+        for name in FILES:
+            assert archive.read(f"files/{name}") == (data / name).read_bytes()
+    subprocess.run(["unzip", "-tq", str(whole)], check=True, capture_output=True)
+    # A download broken at byte 1000 resumes with If-Range: the rest fits.
+    cut = 1000
+    resumed = get(
+        server.url("/zip"), "-r", f"{cut}-", "-H", f"If-Range: {fields['etag']}"
+    )
+    assert resumed[0] == 206
+    assert body[:cut] + resumed[2] == body
+
+
+def test_a_pipe_nobody_closes_is_closed_by_the_collector(tmp_path):
+    """A middleware that drops the iterable without close(): the pipe and
+    the mover thread still go."""
+    import gc
+    import threading
+
+    from conftest import open_fds
+
+    (tmp_path / "f").write_bytes(os.urandom(300_000))
+    before_fds, before_threads = open_fds(), threading.active_count()
+    with open(tmp_path / "f", "rb") as f:
+        environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1"}
+        body = bytepump.wsgi.respond_with(f)(environ, lambda s, h: None)
+        assert next(iter(body))
+        del body
+        gc.collect()
+        deadline = time.monotonic() + WAIT
+        while threading.active_count() > before_threads:
+            assert time.monotonic() < deadline, "the mover thread did not end"
+            time.sleep(0.01)  # a thread's end has no event to wait on here
+    assert open_fds() == before_fds
+
+
 def test_bad_arguments_fail_at_once():
     with pytest.raises(ValueError):
         bytepump.wsgi.respond_with(0, headers={"X": "a\r\nb"})
@@ -361,6 +422,11 @@ def test_bad_arguments_fail_at_once():
         bytepump.wsgi.respond_with(0, count=-1)
     with pytest.raises(ValueError):
         bytepump.wsgi.respond_from("http://127.0.0.1/", headers={"Range": "bytes=1-"})
+    for status in ("100 Continue", "099 X", "600 X", "2OO OK", "200 \u00e9"):
+        with pytest.raises(ValueError):
+            bytepump.wsgi.respond_with(0, status=status)
+    with open(__file__, "rb") as f, pytest.raises(ValueError, match="etag"):
+        bytepump.wsgi.respond_with(f, headers={"ETag": '"mine"'})
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ wsgiref, see ``main``); ``BP_DATA`` names the directory of files it serves,
 - ``/pipe/NAME``: ``respond_with`` the stdout of ``cat NAME`` (no length)
 - ``/edge/NAME``: ``respond_from`` the origin's ``/NAME``
 - ``/fetch?url=URL``: the same from any origin (the suite's, on loopback)
+- ``/status/CODE/NAME``: ``respond_with`` a file with the status ``CODE Mine``
+- ``/zip``: ``respond_zip`` of every file in ``BP_DATA`` (as ``données.zip``)
 - ``/flask/edge/NAME``: the same from a Flask view
 - ``/pid``: the worker's process id (to watch it)
 """
@@ -77,6 +79,14 @@ def app(environ, start_response):
         counts = {k: int(v) for k, v in query.items() if k in ("offset", "count")}
         answer = bytepump.wsgi.respond_with(f, **counts)
         return _Closing(answer(environ, start_response), f)
+    if kind == "status":
+        code, _, name = name.partition("/")
+        f = open(DATA / name, "rb")  # noqa: SIM115 (closed with the response)
+        answer = bytepump.wsgi.respond_with(f, status=f"{code} Mine")
+        return _Closing(answer(environ, start_response), f)
+    if kind == "zip":
+        answer = bytepump.wsgi.respond_zip(_archive(), filename="données.zip")
+        return answer(environ, start_response)
     if kind == "pipe":
         out, reaped = _pipe(name)
         answer = bytepump.wsgi.respond_with(out)
@@ -93,6 +103,14 @@ def app(environ, start_response):
         return _flask()(environ, start_response)
     start_response("404 Not Found", [("Content-Length", "0")])
     return []
+
+
+def _archive() -> bytepump.ZipArchive:
+    """The files of ``BP_DATA`` as a planned zip (the same for every call:
+    a download resumed against it gets the bytes it lacked)."""
+    names = sorted(p.name for p in DATA.iterdir() if p.suffix == ".bin")
+    entries = [bytepump.ZipEntry(f"files/{n}", str(DATA / n)) for n in names]
+    return bytepump.ZipArchive(entries)
 
 
 def _flask():
