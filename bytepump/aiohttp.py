@@ -21,14 +21,15 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from . import _reply, aio
+from . import _http1, _reply, aio
 from ._endpoint import FILE, Endpoint, FdLike
 from ._errors import IncompleteBody
 from ._http1 import HeaderPairs
 from ._waiters import check_timeout
 from .edge import _check_count
+from .ziparchive import ZipArchive
 
-__all__ = ["respond_from", "respond_with"]
+__all__ = ["respond_from", "respond_with", "respond_zip"]
 
 Send = Callable[[Any, str], Awaitable[None]]
 """Sends a body into a transport, framed as the mode (``_reply.framing``)
@@ -162,12 +163,43 @@ async def respond_from(
         origin.close()
 
 
-# respond_zip (DESIGN §6) belongs here once ZipArchive exists: an Answer
-# built like _reply.file_reply from archive.size, .etag and
-# .last_modified (Content-Type application/zip, Content-Disposition from
-# filename), and a Send that calls archive.splice_to(transport-borrowing
-# fd, start=, end=) for the window — through _respond_with_answer, like the
-# two above.
+async def respond_zip(
+    request: web.BaseRequest,
+    archive: ZipArchive,
+    *,
+    filename: str | None = None,
+    timeout: float | None = 60.0,
+) -> web.StreamResponse:
+    """Answer ``request`` with a planned zip archive (a
+    :class:`bytepump.ZipArchive`); returns the prepared, finished response.
+
+    ``Content-Length``, ``ETag``, ``Last-Modified``, ``Content-Type:
+    application/zip``, ``Content-Disposition`` (``attachment;
+    filename*=UTF-8''…`` when ``filename`` is given), ``If-None-Match`` →
+    304, and ``Range`` / ``If-Range`` answered with 206 or 416, so a broken
+    download resumes. The archive writes exactly the window asked for; a
+    failure after the head (a source that no longer matches its plan)
+    aborts the connection and raises.
+    """
+    check_timeout(timeout)
+    if filename is not None:  # a name no field can carry fails here
+        _http1.check_field("Content-Disposition", _reply.content_disposition(filename))
+    answer = _reply.zip_reply(
+        archive.size,
+        archive.etag,
+        archive.last_modified,
+        request.headers.get,
+        head=request.method == "HEAD",
+        filename=filename,
+    )
+    window = (answer.start, answer.start + (answer.length or 0))
+
+    async def send(transport: Any, mode: str) -> None:
+        await aio._to_transport(
+            transport, lambda fd: archive.steps(fd, window, timeout, None), timeout
+        )
+
+    return await _respond_with_answer(request, answer, [], send)
 
 
 async def _respond_with_answer(

@@ -10,6 +10,8 @@ import os
 import socket
 import ssl
 import subprocess
+import zipfile
+from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,7 @@ from test_http import ETAG, HALF, OBJECT, ObjectHandler, chunked, raw_handler
 web = pytest.importorskip("aiohttp.web")
 
 import bytepump  # noqa: E402
-from bytepump.aiohttp import respond_from, respond_with  # noqa: E402
+from bytepump.aiohttp import respond_from, respond_with, respond_zip  # noqa: E402
 
 SIZE = 3 * MIB + 7
 BIG = ORIGIN_FILES["big.bin"]
@@ -60,11 +62,25 @@ def make_app(files: Path, nginx_url, origin_url) -> web.Application:
     async def fault(request):
         return await respond_from(request, origin_url(), timeout=1.0)
 
+    async def status(request):
+        with open(files / "small.txt", "rb") as src:
+            return await respond_with(
+                request, src, status=int(request.match_info["code"])
+            )
+
+    async def archive(request):
+        names = ("body.bin", "small.txt")
+        entries = [bytepump.ZipEntry(n, str(files / n)) for n in names]
+        plan = bytepump.ZipArchive(entries)
+        return await respond_zip(request, plan, filename="données.zip")
+
     app = web.Application()
     app.router.add_get("/file/{name}", file)
     app.router.add_get("/pipe/{name}", pipe)
     app.router.add_get("/edge/{path:.*}", edge)
     app.router.add_get("/fault", fault)
+    app.router.add_get("/status/{code}", status)
+    app.router.add_get("/zip", archive)
     return app
 
 
@@ -336,3 +352,35 @@ def test_the_example_app(nginx, files, tmp_path):
         assert get(conn, "/files/../etc")[0].status == 404
     finally:
         server.stop()
+
+
+# --- bodiless statuses and respond_zip ------------------------------------------
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_a_bodiless_status_keeps_the_connection(site, code):
+    conn = keep_alive(site)
+    response, body = get(conn, f"/status/{code}")
+    assert (response.status, body) == (code, b"")
+    response, body = get(conn, "/file/small.txt")
+    assert (response.status, body) == (200, b"hello\n")
+
+
+def test_a_zip_archive_whole_resumed_and_unchanged_on_one_connection(site, files):
+    conn = keep_alive(site)
+    response, whole = get(conn, "/zip")
+    assert response.status == 200
+    assert response.headers["Content-Length"] == str(len(whole))
+    assert response.headers["Content-Type"] == "application/zip"
+    disposition = response.headers["Content-Disposition"]
+    assert "filename*=UTF-8''donn%C3%A9es.zip" in disposition
+    with zipfile.ZipFile(BytesIO(whole)) as archive:
+        assert archive.read("body.bin") == (files / "body.bin").read_bytes()
+        assert archive.read("small.txt") == b"hello\n"
+    etag = response.headers["ETag"]
+    response, rest = get(conn, "/zip", Range="bytes=5000-", **{"If-Range": etag})
+    assert response.status == 206 and whole[:5000] + rest == whole
+    response, body = get(conn, "/zip", **{"If-None-Match": etag})
+    assert (response.status, body) == (304, b"")
+    response, body = get(conn, "/zip", Range=f"bytes={len(whole)}-")
+    assert response.status == 416
