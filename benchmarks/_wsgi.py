@@ -18,7 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from _http import _TEMP_PATHS, NGINX, WRK, Case, _free_port, _wait_listening, wrk
 from _report import Target
@@ -83,9 +83,9 @@ def cases(seconds: float) -> list[Case]:
     ]
 
 
-def missing() -> str | None:
+def missing(modules: tuple[str, ...] = ("gunicorn", "urllib3")) -> str | None:
     """Why this scenario cannot run here, or ``None``."""
-    for module in ("gunicorn", "urllib3"):
+    for module in modules:
         if importlib.util.find_spec(module) is None:
             return f"{module} not installed (pip install bytepump[bench])"
     if not os.path.exists(WRK):
@@ -128,11 +128,7 @@ class Proxies:
         self.www = www
         self.ports: dict[str, int] = {}
         self.pids: dict[str, int] = {}
-        self.prefix = {
-            "bytepump": "/bytepump",
-            "urllib3": "/urllib3",
-            "nginx": "/nginx",
-        }
+        self.prefix = {key: f"/{key}" for key in self.contenders}
         self._processes: list[subprocess.Popen[bytes]] = []
 
     def _nginx(self, name: str, template: str, **values: Any) -> int:
@@ -163,6 +159,8 @@ class Proxies:
         _wait_listening(port, process)
         return process.pid
 
+    contenders = CONTENDERS
+
     def start(self) -> None:
         origin = self._nginx("origin", _ORIGIN_CONF, www=self.www)
         proxy = self._nginx("proxy", _PROXY_CONF, origin=origin)
@@ -171,12 +169,15 @@ class Proxies:
         port = _free_port()
         env = {**os.environ, "BP_ORIGIN": f"http://127.0.0.1:{origin}"}
         env["PYTHONPATH"] = os.pathsep.join([HERE, os.path.dirname(HERE)])
+        pid = self._spawn(self.app_command(port), port, env)
+        for key in self.contenders[:2]:  # the two Python proxies, one process
+            self.ports[key], self.pids[key] = port, pid
+
+    def app_command(self, port: int) -> list[str]:
+        """The proxy application's process, listening on ``port``."""
         command = [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread"]
         command += ["--threads", "4", "-b", f"127.0.0.1:{port}", "--log-level"]
-        command += ["error", "_wsgi_app:app"]
-        pid = self._spawn(command, port, env)
-        for key in ("bytepump", "urllib3"):
-            self.ports[key], self.pids[key] = port, pid
+        return [*command, "error", "_wsgi_app:app"]
 
     def close(self) -> None:
         for process in self._processes:
@@ -189,19 +190,26 @@ class Proxies:
                 process.wait(10)
 
 
-def run(work: str, rounds: int, seconds: float) -> dict[str, Any]:
-    """Every case ``rounds`` times, the three contenders interleaved."""
-    why = missing()
+def run(
+    work: str,
+    rounds: int,
+    seconds: float,
+    proxies_class: type[Proxies] = Proxies,
+    unmet: Callable[[], str | None] = missing,
+) -> dict[str, Any]:
+    """Every case ``rounds`` times, the three contenders interleaved;
+    ``unmet()`` says why the scenario cannot run here, if it cannot."""
+    why = unmet()
     if why is not None:
         return {"notes": [f"edge-include scenario skipped: {why}"], "runs": {}}
-    proxies = Proxies(work)
+    proxies = proxies_class(work)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     try:
         proxies.start()
         for _ in range(rounds):
             for case in cases(seconds):
                 print(f"… edge include {case.title}", file=sys.stderr, flush=True)
-                for key in CONTENDERS:
+                for key in proxies.contenders:
                     prefixed = Case(
                         case.key,
                         case.title,
@@ -246,27 +254,34 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def targets(result: dict[str, Any]) -> list[Target]:
-    """Issue 9's edge-include targets, per object size, as met/missed."""
+def targets(
+    result: dict[str, Any],
+    name: str = "wsgi",
+    python: str = "urllib3",
+    of_nginx: float = 0.7,
+) -> list[Target]:
+    """An edge-include scenario's targets (issue 9's for WSGI by default),
+    per object size, as met/missed: bytepump against the ``python``-only
+    proxy and against nginx."""
     found = []
     for case in cases(0):
         at = functools.partial(_median, result, case.key)
-        speed = _ratio(at("bytepump", "gbps"), at("urllib3", "gbps"))
+        speed = _ratio(at("bytepump", "gbps"), at(python, "gbps"))
         found.append(
-            Target(f"wsgi edge include, {case.title}: ≥ 2x urllib3's GB/s").check(
+            Target(f"{name} edge include, {case.title}: ≥ 2x {python}'s GB/s").check(
                 speed, lambda v: v >= 2, "{:.2f}x"
             )
         )
-        cpu = _ratio(at("bytepump", "cpu_per_gib"), at("urllib3", "cpu_per_gib"))
+        cpu = _ratio(at("bytepump", "cpu_per_gib"), at(python, "cpu_per_gib"))
         found.append(
             Target(
-                f"wsgi edge include, {case.title}: ≤ 0.5x urllib3's CPU per GiB"
+                f"{name} edge include, {case.title}: ≤ 0.5x {python}'s CPU per GiB"
             ).check(cpu, lambda v: v <= 0.5, "{:.2f}x")
         )
         nginx = _ratio(at("bytepump", "gbps"), at("nginx", "gbps"))
         found.append(
-            Target(f"wsgi edge include, {case.title}: ≥ 0.7x nginx's GB/s").check(
-                nginx, lambda v: v >= 0.7, "{:.2f}x"
-            )
+            Target(
+                f"{name} edge include, {case.title}: ≥ {of_nginx}x nginx's GB/s"
+            ).check(nginx, lambda v: v >= of_nginx, "{:.2f}x")
         )
     return found

@@ -7,6 +7,7 @@ loop, the same splice calls in a C loop).
     python3 benchmarks/run.py             # --full: 1 GiB and the HTTP scenario
     python3 benchmarks/run.py --http-only # wrk against serve, nginx, http.server
     python3 benchmarks/run.py --wsgi-only # wrk: edge include under gunicorn
+    python3 benchmarks/run.py --aiohttp-only  # wrk: edge include under aiohttp
     pypy3 benchmarks/run.py --quick
 
 Scenarios: file → TCP, TCP → TCP, TCP → file, pipe → file, file → file and
@@ -41,6 +42,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(1, os.path.dirname(HERE))  # this checkout's bytepump first
 
+import _aiohttp  # noqa: E402
 import _contenders  # noqa: E402
 import _cref  # noqa: E402
 import _http  # noqa: E402
@@ -291,6 +293,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 WRK_SCENARIOS: dict[str, tuple[Any, str]] = {
     "http": (_http, "the HTTP scenario (serve, nginx, http.server)"),
     "wsgi": (_wsgi, "the WSGI edge-include scenario"),
+    "aiohttp": (_aiohttp, "the asyncio edge-include scenario (aiohttp)"),
 }
 """Scenarios measured with wrk against servers: name → (module, what).
 Each module has ``run(work, rounds, seconds)``, ``table`` and ``targets``;
