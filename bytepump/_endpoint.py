@@ -13,11 +13,19 @@ import os
 import socket
 import stat
 import sys
-from typing import Any, Callable, Union
+from typing import Any, Callable, Protocol, Union
 
 from . import _libc
 
-FdLike = Union[int, Any]
+
+class HasFileno(Protocol):
+    """What ``src`` and ``dst`` may be besides an ``int``: a file, socket or
+    any object whose ``fileno()`` returns its descriptor."""
+
+    def fileno(self) -> int: ...
+
+
+FdLike = Union[int, HasFileno]
 """An ``int`` file descriptor or an object with ``fileno()``."""
 
 FILE, PIPE, SOCKET, CHAR, OTHER = "file", "pipe", "socket", "char", "other"
@@ -96,7 +104,9 @@ class Endpoint:
         self.fd = _fileno(obj, role)
         if self.fd < 0:  # a closed socket object's fileno()
             raise OSError(errno.EBADF, f"{role}: {os.strerror(errno.EBADF)}")
-        self.obj = None if isinstance(obj, int) else obj
+        # The caller's object (an SSLSocket among others), used for what an
+        # fd cannot do: typed loosely on purpose.
+        self.obj: Any = None if isinstance(obj, int) else obj
         self.ssl = False
         self.ssl_timeout: float | None = None
         self.nonblocking_set = False
@@ -146,6 +156,7 @@ class Endpoint:
         if self.nonblocking_set:
             return
         if self.ssl:
+            assert self.obj is not None  # an SSLSocket, not a bare descriptor
             self.obj.settimeout(0.0)
             self.nonblocking_set = True
         elif not self.flags & os.O_NONBLOCK:
@@ -158,6 +169,7 @@ class Endpoint:
             return
         self.nonblocking_set = False
         if self.ssl:
+            assert self.obj is not None
             self.obj.settimeout(self.ssl_timeout)
         _libc.fcntl(self.fd, _libc.F_SETFL, self.flags)
 
@@ -224,7 +236,7 @@ class SourcePosition:
         if offset is None and self._buffered:
             # A Python file object may have read ahead into its buffer; its
             # tell() is where the caller's next byte is, not the fd's.
-            self.start = obj.tell()  # type: ignore[union-attr]
+            self.start = obj.tell()
 
     def offset(self, explicit: bool) -> int | None:
         """Where a pump starts reading: an offset, or ``None`` for the file
@@ -259,6 +271,6 @@ class SourcePosition:
         if not delivered or self.start is None:
             return  # nothing moved, or the kernel advanced the position
         if self._buffered:
-            obj.seek(self.start + delivered)  # type: ignore[union-attr]
+            obj.seek(self.start + delivered)
         else:
             os.lseek(fd, self.start + delivered, os.SEEK_SET)

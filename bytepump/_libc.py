@@ -25,7 +25,7 @@ import fcntl as _fcntl
 import os
 import platform
 import sys
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 import cffi
 
@@ -66,7 +66,7 @@ ffi = cffi.FFI()
 # The kernel packs struct epoll_event on x86-64 only (12 bytes, the 8-byte
 # data right after the 4-byte mask); elsewhere it has natural alignment.
 ffi.cdef(_CDEF, packed=platform.machine() == "x86_64")
-_lib = ffi.dlopen(None)
+_lib: Any = ffi.dlopen(None)  # its functions come from the cdef: untyped
 
 SPLICE_F_NONBLOCK = 0x02
 
@@ -260,7 +260,7 @@ class Epoll:
         self._epfd = _lib.epoll_create1(_EPOLL_CLOEXEC)
         if self._epfd < 0:
             _raise()
-        self._event = ffi.new("struct epoll_event *")
+        self._event: Any = ffi.new("struct epoll_event *")
         self._ready = ffi.new("struct epoll_event[1]")
         self._registered: set[int] = set()
 

@@ -325,13 +325,13 @@ class PipePump(_SplicePump):
             pool.release(pipe, empty=not self._in_pipe)
 
 
-Call = Callable[[memoryview], object]
+Call = Callable[[memoryview], "int | Waits"]
 
 
 def _fd_call(method: Callable[[memoryview], int | None], own: Waits) -> Call:
     """Wrap a nonblocking ``FileIO`` method: ``None`` (EAGAIN) becomes a wait."""
 
-    def call(view: memoryview) -> object:
+    def call(view: memoryview) -> int | Waits:
         n = method(view)
         return own if n is None else n
 
@@ -348,7 +348,7 @@ def _tls_call(
     want_read = (Wait(end.fd, READ, error, what),)
     want_write = (Wait(end.fd, WRITE, error, what),)
 
-    def call(view: memoryview) -> object:
+    def call(view: memoryview) -> int | Waits:
         try:
             return method(view)
         except ssl.SSLWantReadError:
@@ -391,11 +391,13 @@ class CopyPump(_Pump):
         self._view = memoryview(self._buffer)
         self._head = self._tail = 0
         if src.ssl:
+            assert src.obj is not None  # an SSLSocket, not a bare descriptor
             self._read = _tls_call(src.obj.recv_into, src, UpstreamTimeout, "source")
         else:
             reader = io.FileIO(src.fd, "rb", closefd=False)
             self._read = _fd_call(reader.readinto, self._src_in)
         if dst.ssl:
+            assert dst.obj is not None  # an SSLSocket, not a bare descriptor
             send = dst.obj.send
             self._write = _tls_call(
                 lambda view: send(view[:_TLS_RECORD]), dst, DownstreamTimeout,

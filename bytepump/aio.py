@@ -27,7 +27,7 @@ import math
 import os
 import socket
 from collections.abc import Callable, Collection, Generator
-from typing import Any
+from typing import Any, cast
 
 from . import _http1
 from ._chunked import ChunkedWriter, chunked_body
@@ -434,4 +434,4 @@ async def drive(run: Steps[T], timeout: float | None) -> T:
             else:
                 wait = next(run)
     except StopIteration as done:
-        return done.value
+        return cast(T, done.value)

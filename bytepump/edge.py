@@ -35,11 +35,11 @@ from ._errors import (
     mark_upstream,
 )
 from ._http1 import HeaderPairs, LineReader, Origin, ResponseHead
+from ._pump import ProgressCallback
 from ._transfer import Steps, T, Transfer, steps
 from ._waiters import READ, WRITE, Wait, check_timeout
 from .pump import drive
 
-ProgressCallback = Optional[Callable[[int], object]]
 Addresses = list[tuple[Any, ...]]
 """What ``socket.getaddrinfo`` returns for a host and port."""
 
@@ -170,7 +170,7 @@ def _read_unit(sock: Any, reader: LineReader, who: str) -> Steps[Any]:
 def _read_head(
     sock: Any, reader: _http1.HeadReader, expect: Collection[int] | None, who: str
 ) -> Steps[ResponseHead]:
-    head = yield from _read_unit(sock, reader, who)
+    head: ResponseHead = yield from _read_unit(sock, reader, who)
     if expect is not None and head.status not in expect:
         raise HTTPStatusError(
             f"origin answered {head.status} {head.reason}", head.status, head
@@ -701,7 +701,9 @@ class Fetch:
                 moved = yield from self._segment(sock, decoder.data_due)
                 decoder.data_moved(moved)
             else:
-                yield from _read_unit(sock, decoder.reader, self._who)
+                reader = decoder.reader
+                assert reader is not None  # no data due: a line is
+                yield from _read_unit(sock, reader, self._who)
                 decoder.unit_read()
 
     def _segment(self, sock: Any, size: int | None) -> Steps[int]:

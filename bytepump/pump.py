@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from ._endpoint import FdLike
 from ._pump import ProgressCallback
 from ._transfer import Steps, T, Transfer, steps
@@ -69,7 +71,7 @@ def drive(run: Steps[T], timeout: float | None) -> T:
             else:
                 wait = next(run)
     except StopIteration as done:
-        return done.value
+        return cast(T, done.value)
     finally:
         if waiter is not None:
             waiter.close()

@@ -20,18 +20,18 @@ import os
 import re
 import zlib
 from collections.abc import Iterable
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Union
 
 from . import _zip
 from ._endpoint import SOCKET, Endpoint, FdLike, _fileno, _is_ssl_socket
 from ._errors import HTTPStatusError, annotate
+from ._pump import ProgressCallback
 from ._transfer import Steps, Transfer, steps
 from ._waiters import check_timeout
 from .edge import Fetch
 from .pump import drive
 from .zipstream import check_file_end, file_crc32, opened_file, record_steps
 
-ProgressCallback = Optional[Callable[[int], object]]
 EntrySource = Union[str, "os.PathLike[str]", FdLike, bytes, None]
 """A path, a descriptor or file object, an ``http(s)://`` URL, inline
 ``bytes``, or ``None`` for a directory."""

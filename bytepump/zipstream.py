@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 from . import _zip
 from ._endpoint import (
@@ -31,11 +31,11 @@ from ._endpoint import (
     _kind,
 )
 from ._errors import DownstreamTimeout
+from ._pump import ProgressCallback
 from ._transfer import Steps
 from ._waiters import WRITE, Wait, check_timeout
 from .pump import drive, splice_to
 
-ProgressCallback = Optional[Callable[[int], object]]
 Source = Union[str, bytes, "os.PathLike[str]", FdLike]
 """A path, an ``int`` descriptor or an object with ``fileno()``."""
 
