@@ -112,6 +112,19 @@ def _wait_listening(port: int, process: subprocess.Popen, timeout: float = 30) -
     raise RuntimeError(f"nothing listening on port {port} after {timeout} s")
 
 
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate the servers a scenario started (all at once), killing any
+    that lingers."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
 class Servers:
     """The three servers, started over the same directory of files."""
 
@@ -164,14 +177,7 @@ class Servers:
         self.ports[key] = port
 
     def close(self) -> None:
-        for process in self._processes:
-            process.terminate()
-        for process in self._processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_all(self._processes)
 
 
 def wrk(port: int, case: Case, work: str) -> dict[str, Any]:

@@ -20,7 +20,17 @@ import subprocess
 import sys
 from typing import Any, Callable
 
-from _http import _TEMP_PATHS, NGINX, WRK, Case, _free_port, _wait_listening, wrk
+from _http import (
+    _NGINX_CONF,
+    _TEMP_PATHS,
+    NGINX,
+    WRK,
+    Case,
+    _free_port,
+    _wait_listening,
+    stop_all,
+    wrk,
+)
 from _report import Target
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,26 +38,6 @@ MIB = 1 << 20
 OBJECTS = {"1m.bin": MIB, "64m.bin": 64 * MIB}
 CONTENDERS = ("bytepump", "urllib3", "nginx")
 _TICK = os.sysconf("SC_CLK_TCK")
-
-_ORIGIN_CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-pid {dir}/origin.pid;
-error_log {dir}/origin-error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-{temp_paths}
-    server {{
-        listen 127.0.0.1:{port};
-        root {www};
-    }}
-}}
-"""
 
 _PROXY_CONF = """
 daemon off;
@@ -162,7 +152,7 @@ class Proxies:
     contenders = CONTENDERS
 
     def start(self) -> None:
-        origin = self._nginx("origin", _ORIGIN_CONF, www=self.www)
+        origin = self._nginx("origin", _NGINX_CONF, www=self.www)
         proxy = self._nginx("proxy", _PROXY_CONF, origin=origin)
         self.ports["nginx"] = proxy
         self.pids["nginx"] = self._processes[-1].pid
@@ -180,14 +170,7 @@ class Proxies:
         return [*command, "error", "_wsgi_app:app"]
 
     def close(self) -> None:
-        for process in self._processes:
-            process.terminate()
-        for process in self._processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_all(self._processes)
 
 
 def run(

@@ -173,6 +173,28 @@ def file_reply(
     return _representation(size, etag, info.st_mtime, get, head, content, start)
 
 
+def regular_file_reply(
+    info: os.stat_result,
+    start: int,
+    count: int | None,
+    status: int,
+    get: GetField,
+    *,
+    head: bool,
+    name: object = None,
+) -> Reply:
+    """What ``respond_with`` answers for a regular file: with status 200,
+    :func:`file_reply` (its Range and conditional rules); with any other,
+    :func:`plain_reply` of the ``count`` bytes (or all) past ``start``.
+    ``name`` is the file object's ``name`` (a path gives the Content-Type)."""
+    if status == 200:
+        path = name if isinstance(name, str) else None
+        return file_reply(info, start, count, get, head=head, name=path)
+    size = max(0, info.st_size - start)
+    length = size if count is None else min(size, count)
+    return plain_reply(status, start, length, head=head)
+
+
 def zip_reply(
     size: int,
     etag: str,

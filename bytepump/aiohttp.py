@@ -71,20 +71,15 @@ async def respond_with(
     if source.kind == FILE:
         info = os.fstat(source.fd)
         start = offset if offset is not None else _position(src, source.fd)
-        if status == 200:
-            name = getattr(src, "name", None)
-            answer = _reply.file_reply(
-                info,
-                start,
-                count,
-                request.headers.get,
-                head=head,
-                name=name if isinstance(name, str) else None,
-            )
-        else:
-            size = max(0, info.st_size - start)
-            length = size if count is None else min(size, count)
-            answer = _reply.plain_reply(status, start, length, head=head)
+        answer = _reply.regular_file_reply(
+            info,
+            start,
+            count,
+            status,
+            request.headers.get,
+            head=head,
+            name=getattr(src, "name", None),
+        )
     else:
         if offset is not None:
             raise ValueError("offset needs a seekable (regular file) src")

@@ -40,7 +40,7 @@ from ._chunked import ChunkedWriter, chunked_body
 from ._endpoint import FdLike, _fileno
 from ._errors import IncompleteBody
 from ._reply import HeaderPairs, Reply
-from ._transfer import Steps
+from ._transfer import Steps, _check_count
 from ._waiters import check_timeout
 from .edge import OriginResponse, fetch
 from .pump import drive, splice_to
@@ -75,15 +75,6 @@ def _reason(code: int, theirs: str) -> str:
         return f"{code} {HTTPStatus(code).phrase}"
     except ValueError:
         return f"{code} Unknown"
-
-
-def _check_count(name: str, value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must not be negative, got {value!r}")
 
 
 def _getter(environ: Environ) -> _reply.GetField:
@@ -396,19 +387,9 @@ def respond_with(
         head = _is_head(environ)
         if stat.S_ISREG(info.st_mode):
             start = _file_position(src, fd) if offset is None else offset
-            if code == 200:
-                reply = _reply.file_reply(
-                    info,
-                    start,
-                    count,
-                    _getter(environ),
-                    head=head,
-                    name=name if isinstance(name, str) else None,
-                )
-            else:
-                size = max(0, info.st_size - start)
-                length = size if count is None else min(size, count)
-                reply = _reply.plain_reply(code, start, length, head=head)
+            reply = _reply.regular_file_reply(
+                info, start, count, code, _getter(environ), head=head, name=name
+            )
 
             def mover(dst: int, mode: str) -> int:
                 return splice_to(

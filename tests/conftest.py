@@ -550,6 +550,16 @@ http {{
 """
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate a server a fixture started, killing it if it lingers."""
+    process.terminate()
+    try:
+        process.wait(WAIT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(WAIT)
+
+
 class Nginx:
     """A running nginx on 127.0.0.1 serving :data:`ORIGIN_FILES`."""
 
@@ -612,12 +622,7 @@ class Nginx:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(WAIT)
+        stop_process(self.process)
         self.drainer.join(WAIT)  # it ends at the pipe's EOF, after the exit
         self.process.stderr.close()
 

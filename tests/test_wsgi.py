@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import IS_PYPY, MIB, WAIT, sha
+from conftest import IS_PYPY, MIB, WAIT, sha, stop_process
 from test_http import OBJECT, ObjectHandler
 
 import bytepump
@@ -110,12 +110,7 @@ class Server:
         with contextlib.suppress(OSError, ValueError):
             for child in children.read_text().split():
                 os.kill(int(child), signal.SIGTERM)
-        self.process.terminate()
-        try:
-            self.process.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(WAIT)
+        stop_process(self.process)
 
 
 @pytest.fixture(scope="module", params=SERVERS)
