@@ -92,6 +92,16 @@ def _fileno(obj: FdLike, role: str) -> int:
     return _checked_fd(fd, role, ".fileno()")
 
 
+def file_position(obj: FdLike, fd: int) -> int:
+    """Where a regular file's next byte is for its caller: a Python file
+    object's ``tell()`` (which counts its read buffer), else the
+    descriptor's offset."""
+    tell = None if isinstance(obj, int) else getattr(obj, "tell", None)
+    if tell is not None:
+        return int(tell())
+    return os.lseek(fd, 0, os.SEEK_CUR)
+
+
 class Endpoint:
     """The source or destination of a transfer, resolved and checked."""
 

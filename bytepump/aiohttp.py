@@ -22,7 +22,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from . import _http1, _reply, aio
-from ._endpoint import FILE, Endpoint, FdLike
+from ._endpoint import FILE, Endpoint, FdLike, file_position
 from ._errors import IncompleteBody
 from ._http1 import HeaderPairs
 from ._waiters import check_timeout
@@ -70,7 +70,7 @@ async def respond_with(
     head = request.method == "HEAD"
     if source.kind == FILE:
         info = os.fstat(source.fd)
-        start = offset if offset is not None else _position(src, source.fd)
+        start = offset if offset is not None else file_position(src, source.fd)
         answer = _reply.regular_file_reply(
             info,
             start,
@@ -230,12 +230,3 @@ async def _respond_with_answer(
             raise
     await response.write_eof()
     return response
-
-
-def _position(src: FdLike, fd: int) -> int:
-    """Where a regular-file source's next byte is (a Python file object's
-    ``tell()``, which counts its read buffer)."""
-    tell = getattr(src, "tell", None)
-    if tell is not None:
-        return int(tell())
-    return os.lseek(fd, 0, os.SEEK_CUR)

@@ -37,7 +37,7 @@ from typing import Any
 
 from . import _http1, _libc, _reply
 from ._chunked import ChunkedWriter, chunked_body
-from ._endpoint import FdLike, _fileno
+from ._endpoint import FdLike, _fileno, file_position
 from ._errors import IncompleteBody
 from ._reply import HeaderPairs, Reply
 from ._transfer import Steps, _check_count
@@ -228,7 +228,15 @@ class _Spliced:
         self._sock = sock
         self._write = write
         self._mode = mode
-        self._before = _written(sock)
+        # gunicorn's own write callable says whether its head went out; only
+        # behind a wrapper (a framework's start_response) is the socket's
+        # byte counter read, before the head and at the second item.
+        server = getattr(write, "__self__", None)
+        known = type(server).__module__.startswith("gunicorn") and isinstance(
+            getattr(server, "headers_sent", None), bool
+        )
+        self._server: Any = server if known else None
+        self._before = None if known else _written(sock)
         self._items = 0
         self._fallback: _Piped | None = None
 
@@ -236,10 +244,8 @@ class _Spliced:
         return self
 
     def _head_is_out(self) -> bool:
-        server = getattr(self._write, "__self__", None)
-        sent = getattr(server, "headers_sent", None)
-        if isinstance(sent, bool) and type(server).__module__.startswith("gunicorn"):
-            return sent
+        if self._server is not None:
+            return bool(self._server.headers_sent)
         after = _written(self._sock)
         return after is not None and self._before is not None and after > self._before
 
@@ -336,13 +342,6 @@ def _pipe_body(response: _Response, fd: int, errors: list[BaseException]) -> Non
         response.close()
 
 
-def _file_position(src: FdLike, fd: int) -> int:
-    tell = getattr(src, "tell", None)
-    if tell is not None and not isinstance(src, int):
-        return int(tell())
-    return os.lseek(fd, 0, os.SEEK_CUR)
-
-
 def respond_with(
     src: FdLike,
     *,
@@ -386,7 +385,7 @@ def respond_with(
         info = os.fstat(fd)
         head = _is_head(environ)
         if stat.S_ISREG(info.st_mode):
-            start = _file_position(src, fd) if offset is None else offset
+            start = file_position(src, fd) if offset is None else offset
             reply = _reply.regular_file_reply(
                 info, start, count, code, _getter(environ), head=head, name=name
             )
