@@ -1,6 +1,7 @@
 """The FFI layer: declarations match the kernel, errors map to OSError."""
 
 import errno
+import fcntl
 import os
 import platform
 import socket
@@ -96,19 +97,42 @@ def test_copy_file_range_offsets(numbers, copy_file_range, tmp_path):
     assert out.read_bytes() == b"56701"
 
 
-def test_socket_options_and_unsent_bytes():
+@pytest.mark.parametrize(
+    "has_unsent", [_libc._stdlib_has_unsent, _libc._cffi_has_unsent]
+)
+def test_socket_options_and_unsent_bytes(has_unsent):
     a, b = socket.socketpair()
     with a, b, pytest.raises(OSError):
-        _libc.unsent(a.fileno())  # not TCP
+        has_unsent(a.fileno())  # not TCP
     listener = socket.create_server(("127.0.0.1", 0))
     with listener, socket.create_connection(listener.getsockname()) as c:
         fd = c.fileno()
-        assert _libc.unsent(fd) == 0
-        assert _libc._cffi_unsent(fd) == 0
+        assert has_unsent(fd) is False
+        # A corked socket keeps a partial segment queued (up to 200 ms).
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        c.send(b"x" * 100)
+        assert has_unsent(fd) is True
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        assert has_unsent(fd) is False
         for value in (1, 0):
             _libc.setsockopt(fd, _libc.SOL_TCP, _libc.TCP_NODELAY, value)
             assert _libc.getsockopt(fd, _libc.SOL_TCP, _libc.TCP_NODELAY) == value
             assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == value
+
+
+@pytest.mark.parametrize("set_blocking", [os.set_blocking, _libc._cffi_set_blocking])
+def test_set_blocking_changes_o_nonblocking_alone(set_blocking, tmp_path):
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        before = fcntl.fcntl(fd, fcntl.F_GETFL)
+        set_blocking(fd, False)
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) == before | os.O_NONBLOCK
+        set_blocking(fd, True)
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) == before
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        set_blocking(_closed(), True)
 
 
 def _closed() -> int:
