@@ -111,24 +111,21 @@ class Endpoint:
     )  # fmt: skip
 
     def __init__(self, obj: FdLike, role: str) -> None:
-        self.fd = _fileno(obj, role)
-        if self.fd < 0:  # a closed socket object's fileno()
+        self.fd = fd = _fileno(obj, role)
+        if fd < 0:  # a closed socket object's fileno()
             raise OSError(errno.EBADF, f"{role}: {os.strerror(errno.EBADF)}")
         # The caller's object (an SSLSocket among others), used for what an
         # fd cannot do: typed loosely on purpose.
         self.obj: Any = None if isinstance(obj, int) else obj
-        self.ssl = False
-        self.ssl_timeout: float | None = None
         self.nonblocking_set = False
-        self.size = 0
-        """``st_size`` of a regular file (a hint: /proc files say 0)."""
-        self.ident: tuple[int, int] | None = None
-        """Device and inode, where an ``fstat`` was made."""
+        self.ssl_timeout: float | None = None
         if isinstance(obj, socket.socket):
             # A socket object needs no fstat to know its kind; and Python
             # keeps one with a timeout O_NONBLOCK (a TLS one is switched
             # through settimeout and needs its flags).
             self.kind = SOCKET
+            self.size = 0
+            self.ident: tuple[int, int] | None = None
             timeout = obj.gettimeout()
             self.ssl = _is_ssl_socket(obj)
             if self.ssl:
@@ -136,18 +133,21 @@ class Endpoint:
             elif timeout is not None:
                 self.flags = os.O_NONBLOCK
                 return
-        else:
-            st = os.fstat(self.fd)
-            mode = st.st_mode
-            self.kind = FILE if stat.S_ISREG(mode) else _kind(mode)
-            self.size = st.st_size
-            self.ident = (st.st_dev, st.st_ino)
-            if role == "src" and self.kind == FILE:
-                # A regular-file source's flags are never changed nor
-                # consulted (only a destination's O_APPEND is).
-                self.flags = 0
-                return
-        self.flags = _libc.fcntl(self.fd, _libc.F_GETFL)
+            self.flags = _libc.fcntl(fd, _libc.F_GETFL)
+            return
+        self.ssl = False
+        st = os.fstat(fd)
+        mode = st.st_mode
+        self.kind = kind = FILE if stat.S_ISREG(mode) else _kind(mode)
+        self.size = st.st_size
+        """``st_size`` of a regular file (a hint: /proc files say 0)."""
+        self.ident = (st.st_dev, st.st_ino)
+        """Device and inode, where an ``fstat`` was made."""
+        # A regular-file source's flags are never changed nor consulted
+        # (only a destination's O_APPEND is).
+        self.flags = (
+            0 if kind == FILE and role == "src" else _libc.fcntl(fd, _libc.F_GETFL)
+        )
 
     @property
     def pollable(self) -> bool:
@@ -166,58 +166,62 @@ class Endpoint:
         if self.nonblocking_set:
             return
         if self.ssl:
-            assert self.obj is not None  # an SSLSocket, not a bare descriptor
             self.obj.settimeout(0.0)
             self.nonblocking_set = True
         elif not self.flags & os.O_NONBLOCK:
-            _libc.fcntl(self.fd, _libc.F_SETFL, self.flags | os.O_NONBLOCK)
+            _libc.set_blocking(self.fd, False)
             self.nonblocking_set = True
 
     def restore(self) -> None:
-        """Put the caller's file status flags (and TLS timeout) back."""
+        """Put the caller's ``O_NONBLOCK`` (and TLS timeout) back; no other
+        flag was touched."""
         if not self.nonblocking_set:
             return
         self.nonblocking_set = False
         if self.ssl:
-            assert self.obj is not None
             self.obj.settimeout(self.ssl_timeout)
-        _libc.fcntl(self.fd, _libc.F_SETFL, self.flags)
+        _libc.set_blocking(self.fd, not self.flags & os.O_NONBLOCK)
 
     def push_tail(self) -> None:
-        """Put on the wire what a TCP socket still holds back.
+        """Put on the wire what a TCP socket still holds back (see
+        :func:`push_tail`)."""
+        if self.kind == SOCKET:
+            push_tail(self.fd, self.obj)
 
-        Nagle's algorithm keeps a last partial segment while an earlier one
-        is unacknowledged, and a client delays that acknowledgement ~40 ms
-        (KERNEL-NOTES, "the 40 ms stall"). Setting TCP_NODELAY pushes the
-        pending segments at once (tcp_push_pending_frames); it is put back
-        as the caller had it. Nothing is done when nothing is queued unsent
-        (one ioctl: the usual case), or when the caller corked the socket:
-        that caller holds bytes back on purpose.
-        """
-        if self.kind != SOCKET:
+
+def push_tail(fd: int, obj: object) -> None:
+    """Put on the wire what the TCP socket ``fd`` still holds back.
+
+    Nagle's algorithm keeps a last partial segment while an earlier one is
+    unacknowledged, and a client delays that acknowledgement ~40 ms
+    (KERNEL-NOTES, "the 40 ms stall"). Setting TCP_NODELAY pushes the
+    pending segments at once (tcp_push_pending_frames); it is put back as
+    the caller had it. Nothing is done when nothing is queued unsent (one
+    ioctl: the usual case), when ``fd`` is no TCP socket, or when the caller
+    corked the socket: that caller holds bytes back on purpose. ``obj`` is
+    the caller's object for ``fd``; a socket object's own option methods are
+    the cheaper call on CPython.
+    """
+    try:
+        if not _libc.has_unsent(fd):
             return
-        fd = self.fd
-        try:
-            if not _libc.unsent(fd):
-                return
-        except OSError:
-            # No TCP socket (a Unix one answers ENOTTY): asking is cheaper
-            # than a socket object's family and type, which build enums.
-            return
-        # A socket object's own methods are the cheaper call on CPython.
-        get: Callable[[int, int], int]
-        set_: Callable[[int, int, int], object]
-        if isinstance(self.obj, socket.socket):
-            get, set_ = self.obj.getsockopt, self.obj.setsockopt
-        else:
-            get = functools.partial(_libc.getsockopt, fd)
-            set_ = functools.partial(_libc.setsockopt, fd)
-        if get(_libc.SOL_TCP, _libc.TCP_CORK):
-            return
-        nodelay = get(_libc.SOL_TCP, _libc.TCP_NODELAY)
-        set_(_libc.SOL_TCP, _libc.TCP_NODELAY, 1)
-        if not nodelay:
-            set_(_libc.SOL_TCP, _libc.TCP_NODELAY, 0)
+    except OSError:
+        # No TCP socket (a Unix one answers ENOTTY): asking is cheaper than
+        # a socket object's family and type, which build enums.
+        return
+    get: Callable[[int, int], int]
+    set_: Callable[[int, int, int], object]
+    if isinstance(obj, socket.socket):
+        get, set_ = obj.getsockopt, obj.setsockopt
+    else:
+        get = functools.partial(_libc.getsockopt, fd)
+        set_ = functools.partial(_libc.setsockopt, fd)
+    if get(_libc.SOL_TCP, _libc.TCP_CORK):
+        return
+    nodelay = get(_libc.SOL_TCP, _libc.TCP_NODELAY)
+    set_(_libc.SOL_TCP, _libc.TCP_NODELAY, 1)
+    if not nodelay:
+        set_(_libc.SOL_TCP, _libc.TCP_NODELAY, 0)
 
 
 class SourcePosition:

@@ -80,9 +80,11 @@ class _Pump:
         self._dst = job.dst
         self._remaining = _UNLIMITED if job.count is None else job.count
         self._on_progress = job.on_progress
-        for end in (job.src, job.dst):
-            if end.kind in self._nonblocking:
-                end.make_nonblocking()
+        nonblocking = self._nonblocking
+        if job.src.kind in nonblocking:
+            job.src.make_nonblocking()
+        if job.dst.kind in nonblocking:
+            job.dst.make_nonblocking()
 
     # The waits are made on first need: most small transfers never wait.
     @functools.cached_property
@@ -103,7 +105,9 @@ class _Pump:
         if self._offset is not None:
             self._offset += n
         self._remaining -= n
-        self._delivered(n)
+        self.transferred += n
+        if self._on_progress is not None:
+            self._on_progress(n)
 
     def _check_refusal(self, exc: OSError) -> None:
         # The kernel will not take this path for this pair, and nothing has
@@ -139,7 +143,12 @@ class SendfilePump(_Pump):
         dst, src = self._dst.fd, self._src.fd
         while self._remaining:
             left = self._end - self._offset
-            ask = min(self._remaining, left if left > 0 else MAX_CALL, MAX_CALL)
+            # What is left of the file, then on to its real end (it may have
+            # grown), never more than MAX_CALL: comparisons, not a min() call,
+            # on the path every small transfer takes.
+            ask = left if 0 < left < MAX_CALL else MAX_CALL
+            if self._remaining < ask:
+                ask = self._remaining
             try:
                 n = _libc.sendfile(dst, src, self._offset, ask)
             except OSError as exc:

@@ -14,7 +14,7 @@ import errno
 from collections.abc import Generator
 from typing import TypeVar
 
-from ._endpoint import FILE, PIPE, Endpoint, FdLike, SourcePosition
+from ._endpoint import FILE, PIPE, SOCKET, Endpoint, FdLike, SourcePosition
 from ._errors import SpliceUnsupported, annotate
 from ._paths import kernel_path
 from ._pump import CopyPump, Job, ProgressCallback, _Pump
@@ -52,12 +52,13 @@ class Transfer:
         offset: int | None,
         on_progress: ProgressCallback,
         fallback: bool,
+        moved: int = 0,
     ) -> None:
         if count is not None:
             _check_count("count", count)
         if offset is not None:
             _check_count("offset", offset)
-        if timeout is not None:
+        if timeout is not None and not timeout >= 0:  # negative or NaN
             check_timeout(timeout)
         self.src = Endpoint(src, "src")
         self.dst = Endpoint(dst, "dst")
@@ -78,7 +79,13 @@ class Transfer:
         self.offset = offset
         self.on_progress = on_progress
         self.fallback = fallback
-        self.path, self.why_not = kernel_path(self.src, self.dst)
+        self.moved = moved
+        """Bytes already in ``dst`` (written at once by :mod:`bytepump._quick`
+        before ``dst`` filled up): counted in the result and ``.transferred``."""
+        path, self.why_not = kernel_path(self.src, self.dst)
+        self.pumps: tuple[type[_Pump], ...] = (*path, CopyPump) if fallback else path
+        """The pumps to try in turn: the pair's kernel paths, then the
+        user-space copy unless the caller said ``fallback=False``."""
         self.position: SourcePosition | None = None
 
     def start(self) -> Job:
@@ -94,14 +101,17 @@ class Transfer:
     def finish(self, transferred: int) -> None:
         """Settle the source position, put the tail of a TCP stream on the
         wire, and restore the caller's flags."""
+        src, dst = self.src, self.dst
         try:
             if self.position is not None:
                 self.position.settle(transferred)
-            if transferred:
-                self.dst.push_tail()
+            if transferred and dst.kind == SOCKET:
+                dst.push_tail()
         finally:
-            self.src.restore()
-            self.dst.restore()
+            if src.nonblocking_set:
+                src.restore()
+            if dst.nonblocking_set:
+                dst.restore()
 
 
 T = TypeVar("T")
@@ -109,51 +119,40 @@ Steps = Generator[Wait, None, T]
 """Work that yields each :class:`Wait` it needs done and returns a ``T``."""
 
 
-def _pump_steps(make: type[_Pump], job: Job) -> Steps[int]:
-    pump = make(job)
-    try:
-        while True:
-            try:
-                waits = pump.advance()
-            except InterruptedError:
-                continue  # PEP 475: the signal handlers have run; retry
-            if waits is None:
-                return pump.transferred
-            yield from waits
-    except BaseException as exc:
-        annotate(exc, pump.transferred)
-        raise
-    finally:
-        pump.close()
-
-
 def steps(transfer: Transfer) -> Steps[int]:
     """The whole of ``splice_to`` but the waiting; returns bytes written.
 
     Each kernel path in turn while the kernel refuses before a byte was
-    written, then the user-space copy.
+    written, then the user-space copy (unless ``fallback`` is false).
     """
     if transfer.count == 0:
-        return 0
+        return transfer.moved
     transferred = 0
     try:
         job = transfer.start()
         refusal: SpliceUnsupported | None = None
-        for make in transfer.path:
+        for make in transfer.pumps:
+            pump = make(job)
             try:
-                transferred = yield from _pump_steps(make, job)
-                return transferred
+                while True:
+                    try:
+                        waits = pump.advance()
+                    except InterruptedError:
+                        continue  # PEP 475: the signal handlers have run; retry
+                    if waits is None:
+                        transferred = pump.transferred
+                        return transfer.moved + transferred
+                    yield from waits
             except SpliceUnsupported as exc:
-                refusal = exc
-        if not transfer.fallback:
-            raise refusal or SpliceUnsupported(
-                errno.EINVAL, f"no kernel path for this pair: {transfer.why_not}"
-            )
-        transferred = yield from _pump_steps(CopyPump, job)
-        return transferred
+                refusal = exc  # nothing was written: the next path may go
+            finally:
+                transferred = pump.transferred
+                pump.close()
+        raise refusal or SpliceUnsupported(
+            errno.EINVAL, f"no kernel path for this pair: {transfer.why_not}"
+        )
     except BaseException as exc:
-        transferred = getattr(exc, "transferred", 0)
-        annotate(exc, transferred)
+        annotate(exc, transfer.moved + transferred)
         raise
     finally:
         transfer.finish(transferred)

@@ -27,7 +27,7 @@ import math
 import os
 import socket
 from collections.abc import Callable, Collection, Generator
-from typing import Any, cast
+from typing import Any
 
 from . import _http1
 from ._chunked import ChunkedWriter, chunked_body
@@ -35,6 +35,7 @@ from ._endpoint import FdLike
 from ._errors import DownstreamTimeout, annotate
 from ._http1 import HeaderPairs, ResponseHead
 from ._pump import ProgressCallback
+from ._quick import begin
 from ._transfer import Steps, T, Transfer, steps
 from ._waiters import READ, WRITE, Wait, timeout_error
 from .edge import (
@@ -107,7 +108,10 @@ async def splice_to(
 
     if _is_transport(dst):
         return await _to_transport(dst, run, timeout)
-    return await drive(run(dst), timeout)
+    begun = begin(src, dst, timeout, count, offset, on_progress, fallback)
+    if isinstance(begun, int):
+        return begun
+    return await drive(steps(begun), timeout)
 
 
 async def splice_from(
@@ -434,4 +438,5 @@ async def drive(run: Steps[T], timeout: float | None) -> T:
             else:
                 wait = next(run)
     except StopIteration as done:
-        return cast(T, done.value)
+        result: T = done.value
+        return result

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 from ._endpoint import FdLike
 from ._pump import ProgressCallback
-from ._transfer import Steps, T, Transfer, steps
+from ._quick import begin
+from ._transfer import Steps, T, steps
 from ._waiters import EpollWaiter
 
 
@@ -45,10 +44,10 @@ def splice_to(
     or ``offset`` on a non-seekable source, ``OSError`` (``EBADF``) for a
     closed descriptor and ``IsADirectoryError`` for a directory.
     """
-    return drive(
-        steps(Transfer(src, dst, timeout, count, offset, on_progress, fallback)),
-        timeout,
-    )
+    begun = begin(src, dst, timeout, count, offset, on_progress, fallback)
+    if isinstance(begun, int):
+        return begun
+    return drive(steps(begun), timeout)
 
 
 def drive(run: Steps[T], timeout: float | None) -> T:
@@ -71,7 +70,8 @@ def drive(run: Steps[T], timeout: float | None) -> T:
             else:
                 wait = next(run)
     except StopIteration as done:
-        return cast(T, done.value)
+        result: T = done.value
+        return result
     finally:
         if waiter is not None:
             waiter.close()

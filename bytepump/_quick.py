@@ -1,0 +1,171 @@
+"""The first attempt at a transfer that need not wait (DESIGN.md §1, "cheap
+to call").
+
+Most of what a web server sends is a small regular file into a client's
+socket, and most of those go in one ``sendfile(2)``: the socket buffer has
+room. There, the general machinery (the endpoints, the path table, the
+pumps, the steps and their driver) costs more than the syscalls do
+(callgrind, CPython 3.11: about 48,000 instructions a call beside 22,000
+for the syscalls' own wrappers; benchmarks/RESULTS.md). :func:`at_once`
+makes the calls the §1 rules need for that one case and nothing else. All
+that does not fit it goes to the machinery: any other kind of end or
+argument, an error, a refusal, before a byte moved (it returns ``None``
+and has changed nothing); a socket buffer that fills, once some bytes
+moved (it returns a :class:`Rest`: what is left, and from where).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import stat
+from typing import NamedTuple
+
+from . import _libc
+from ._endpoint import FdLike, file_position, push_tail
+from ._errors import annotate
+from ._pump import MAX_CALL, ProgressCallback
+from ._transfer import Transfer
+
+_KERNEL_MAX = 2**63 - 1
+_S_ISREG = stat.S_ISREG
+
+
+class Rest(NamedTuple):
+    """What is left of a transfer that :func:`at_once` began: ``moved``
+    bytes are in ``dst``, the rest is read from ``offset`` on, ``left``
+    more of them (``None``: to the end of the file)."""
+
+    moved: int
+    offset: int
+    left: int | None
+
+
+def _plain_int(value: int, low: int) -> bool:
+    return value.__class__ is int and low <= value <= _KERNEL_MAX
+
+
+def _less(count: int | None, moved: int) -> int | None:
+    return None if count is None else count - moved
+
+
+def at_once(
+    src: FdLike,
+    dst: socket.socket,
+    timeout: float | None,
+    count: int | None,
+    offset: int | None,
+    on_progress: ProgressCallback,
+) -> int | Rest | None:
+    """Send a regular file into the plain socket object ``dst`` without
+    waiting, with every §1 rule the machinery would apply.
+
+    Returns the bytes written when the transfer is complete; ``None``,
+    having changed nothing, when this is not that case (the machinery then
+    does all of it); a :class:`Rest` when bytes moved and the socket would
+    block (the flags restored, the file position just past them). An
+    exception raised once bytes moved (``on_progress``'s, a signal's)
+    carries ``.transferred``, with the flags restored and the position set.
+    """
+    buffered = type(src) is io.BufferedReader
+    if type(src) is int:
+        fd = src
+        if not 0 <= fd < 2**31:
+            return None
+    elif type(src) is io.BufferedReader or type(src) is io.FileIO:
+        try:
+            fd = src.fileno()
+        except ValueError:  # closed: the machinery says so
+            return None
+    else:
+        return None
+    if (
+        (count is not None and not _plain_int(count, 1))
+        or (offset is not None and not _plain_int(offset, 0))
+        or (timeout is not None and timeout.__class__ not in (int, float))
+        or (timeout is not None and not timeout >= 0)  # negative or NaN
+    ):
+        return None
+    out = dst.fileno()
+    if out < 0:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    if not _S_ISREG(st.st_mode):
+        return None
+    start = file_position(src, fd) if offset is None else offset
+    ask = st.st_size - start
+    if not 0 < ask <= MAX_CALL:
+        return None  # empty, /proc (st_size 0), past the end, or large
+    if count is not None and count < ask:
+        ask = count
+    # Python keeps a socket object with a timeout O_NONBLOCK; a blocking
+    # one is switched for the call (a blocking sendfile would wait).
+    switch = (
+        dst.gettimeout() is None and not _libc.fcntl(out, _libc.F_GETFL) & os.O_NONBLOCK
+    )
+    if switch:
+        _libc.set_blocking(out, False)
+    moved = 0
+    try:
+        try:
+            n = _libc.sendfile(out, fd, start, ask)
+        except OSError:
+            return None  # nothing moved: the machinery decides (or falls back)
+        if n <= 0:
+            return None  # full (AGAIN) or nothing there after all
+        moved = n
+        if on_progress is not None:
+            on_progress(n)
+        if n == ask and (count is None or count > moved):
+            # Size comes from reading to the end, never from st_size alone.
+            more = MAX_CALL if count is None else min(count - moved, MAX_CALL)
+            n = _libc.sendfile(out, fd, start + moved, more)
+            if n > 0:  # the file grew
+                moved += n
+                if on_progress is not None:
+                    on_progress(n)
+            if n != 0:
+                return Rest(moved, start + moved, _less(count, moved))
+        elif n < ask:
+            return Rest(moved, start + moved, _less(count, moved))
+        return moved
+    except BaseException as exc:
+        annotate(exc, moved)
+        raise
+    finally:
+        if switch:
+            _libc.set_blocking(out, True)
+        if moved:
+            if buffered:
+                src.seek(start + moved)  # type: ignore[union-attr]
+            else:
+                os.lseek(fd, start + moved, os.SEEK_SET)
+            push_tail(out, dst)
+
+
+def begin(
+    src: FdLike,
+    dst: FdLike,
+    timeout: float | None,
+    count: int | None,
+    offset: int | None,
+    on_progress: ProgressCallback,
+    fallback: bool,
+) -> int | Transfer:
+    """A transfer :func:`at_once` where it can: the bytes written when that
+    finished it, else the :class:`Transfer` that the drivers run (the whole
+    transfer, or what is left of it)."""
+    if type(dst) is socket.socket:
+        done = at_once(src, dst, timeout, count, offset, on_progress)
+        if isinstance(done, int):
+            return done
+        if done is not None:
+            return Transfer(
+                src, dst, timeout, done.left, done.offset, on_progress, fallback,
+                done.moved,
+            )  # fmt: skip
+    return Transfer(src, dst, timeout, count, offset, on_progress, fallback)

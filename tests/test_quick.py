@@ -1,0 +1,221 @@
+"""The first attempt at a transfer that need not wait (bytepump._quick): a
+regular file into a plain socket object goes in its syscalls alone, every
+§1 rule holds on it, and what does not fit is the machinery's, before a byte
+moved or, once the socket filled, from where the attempt stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import MIB, WAIT, getfl, payload, position, read_to_eof, sha, tcp_pair
+
+import bytepump
+from bytepump import _quick
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# One warm call, then one traced between two getpid() marks: a 4 KiB file
+# object into a connected, blocking TCP socket with a reader draining it
+# (TCP_NODELAY: no Nagle tail to push, so the calls are always the same).
+SCRIPT = r"""
+import os, socket, sys, threading
+import bytepump
+
+path = sys.argv[1]
+listener = socket.create_server(("127.0.0.1", 0))
+dst = socket.create_connection(listener.getsockname())
+dst.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no tail to push
+peer, _ = listener.accept()
+threading.Thread(target=lambda: [None for _ in iter(lambda: peer.recv(65536), b"")],
+                 daemon=True).start()
+src = open(path, "rb")
+bytepump.splice_to(src, dst)
+src.seek(0)
+os.getpid()
+n = bytepump.splice_to(src, dst)
+os.getpid()
+print(n)
+"""
+
+TRACED = "getpid,fstat,newfstatat,statx,lseek,fcntl,ioctl,sendfile,splice,pipe2,"
+TRACED += "epoll_create1,epoll_ctl,epoll_wait,poll,setsockopt,getsockopt"
+
+
+def test_a_small_file_into_a_socket_is_its_syscalls(tmp_path):
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    path = tmp_path / "small"
+    path.write_bytes(payload(4096))
+    done = subprocess.run(
+        ["strace", "-qq", "-e", f"trace={TRACED}", sys.executable, "-c", SCRIPT,
+         str(path)],
+        capture_output=True, text=True, timeout=WAIT, cwd=ROOT, check=True,
+    )  # fmt: skip
+    assert int(done.stdout) == 4096
+    lines = [line for line in done.stderr.splitlines() if "(" in line]
+    marks = [i for i, line in enumerate(lines) if line.startswith("getpid(")]
+    calls = [line.split("(")[0] for line in lines[marks[-2] + 1 : marks[-1]]]
+    calls = ["fstat" if "stat" in name else name for name in calls]
+    # fstat, tell()'s lseek, F_GETFL, O_NONBLOCK on, the file's 4 KiB and its
+    # end, O_NONBLOCK off, seek()'s lseek, SIOCOUTQNSD: nothing else.
+    assert calls == [
+        "fstat", "lseek", "fcntl", "ioctl", "sendfile", "sendfile", "ioctl",
+        "lseek", "ioctl",
+    ]  # fmt: skip
+
+
+def _spy(monkeypatch) -> list[object]:
+    seen: list[object] = []
+    real = _quick.at_once
+
+    def at_once(*args):
+        seen.append(real(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(_quick, "at_once", at_once)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("size", "count", "offset"),
+    [(4096, None, None), (100_000, 1000, None), (100_000, None, 99_000),
+     (5000, 9000, 10), (5000, 5000, None), (1, None, 0)],
+)  # fmt: skip
+@pytest.mark.parametrize("kind", ["buffered", "raw", "int"])
+def test_at_once_keeps_every_rule(tmp_path, monkeypatch, size, count, offset, kind):
+    data = payload(size)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    seen = _spy(monkeypatch)
+    client, server = tcp_pair()
+    with (
+        open(path, "rb", buffering=-1 if kind == "buffered" else 0) as src,
+        client,
+        server,
+    ):
+        src.read(3)  # the caller's position (and a buffered object's buffer)
+        obj = src.fileno() if kind == "int" else src
+        if kind == "int":
+            os.lseek(src.fileno(), 3, os.SEEK_SET)
+        flags = getfl(client.fileno())
+        progress: list[int] = []
+        start = 3 if offset is None else offset
+        want = data[start:] if count is None else data[start : start + count]
+        n = bytepump.splice_to(
+            obj, client, count=count, offset=offset, on_progress=progress.append
+        )
+        assert seen == [n]  # done in the attempt
+        assert n == len(want) == sum(progress)
+        assert getfl(client.fileno()) == flags
+        assert src.tell() == start + n
+        if kind != "buffered":  # a buffered object may seek within its buffer
+            assert position(src.fileno()) == start + n
+        client.close()
+        assert sha(read_to_eof(server.fileno())) == sha(want)
+
+
+def test_a_full_socket_hands_the_rest_to_the_machinery(tmp_path, monkeypatch):
+    data = payload(4 * MIB)
+    path = tmp_path / "big"
+    path.write_bytes(data)
+    seen = _spy(monkeypatch)
+    client, server = tcp_pair(bufsize=64 * 1024)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(read_to_eof(server.fileno())))
+    with open(path, "rb") as src, client, server:
+        flags = getfl(client.fileno())
+        progress: list[int] = []
+        reader.start()
+        n = bytepump.splice_to(src, client, WAIT, on_progress=progress.append)
+        assert isinstance(seen[0], _quick.Rest)
+        assert 0 < seen[0].moved < len(data)
+        assert seen[0].offset == seen[0].moved and seen[0].left is None
+        assert n == len(data) == sum(progress)
+        assert getfl(client.fileno()) == flags
+        assert src.tell() == len(data)
+        client.close()
+        reader.join(WAIT)
+    assert sha(got[0]) == sha(data)
+
+
+def test_a_timeout_after_the_attempt_counts_its_bytes(tmp_path, monkeypatch):
+    data = payload(4 * MIB)
+    path = tmp_path / "big"
+    path.write_bytes(data)
+    seen = _spy(monkeypatch)
+    client, server = tcp_pair(bufsize=64 * 1024)
+    with open(path, "rb") as src, client, server:
+        flags = getfl(client.fileno())
+        with pytest.raises(bytepump.DownstreamTimeout) as caught:
+            bytepump.splice_to(src, client, 0.2, count=3 * MIB)
+        moved = caught.value.transferred
+        assert isinstance(seen[0], _quick.Rest) and moved >= seen[0].moved > 0
+        assert getfl(client.fileno()) == flags
+        assert src.tell() == moved
+        client.close()
+        assert sha(read_to_eof(server.fileno())) == sha(data[:moved])
+
+
+def test_a_failing_callback_in_the_attempt(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(payload(4096))
+
+    def stop(n: int) -> None:
+        raise RuntimeError(f"stop at {n}")
+
+    client, server = tcp_pair()
+    with open(path, "rb") as src, client, server:
+        flags = getfl(client.fileno())
+        with pytest.raises(RuntimeError, match="stop at 4096") as caught:
+            bytepump.splice_to(src, client, on_progress=stop)
+        assert caught.value.transferred == 4096
+        assert getfl(client.fileno()) == flags
+        assert src.tell() == 4096
+        client.close()
+        assert read_to_eof(server.fileno()) == payload(4096)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["pipe", "empty", "proc", "closed", "negative timeout", "bool count",
+     "socket source", "custom object", "past the end"],
+)  # fmt: skip
+def test_what_does_not_fit_is_left_untouched(tmp_path, case):
+    path = tmp_path / "f"
+    path.write_bytes(b"" if case == "empty" else payload(1000))
+    client, server = tcp_pair()
+    with contextlib.ExitStack() as stack, client, server:
+        src: object
+        if case == "pipe":
+            src, w = os.pipe()
+            stack.callback(os.close, src)
+            stack.callback(os.close, w)
+        elif case == "socket source":
+            src = server
+        else:
+            f = stack.enter_context(
+                open("/proc/self/status" if case == "proc" else path, "rb")
+            )
+            src = f
+            if case == "closed":
+                f.close()
+            elif case == "custom object":
+                src = type("Wrapped", (), {"fileno": f.fileno})()
+            elif case == "past the end":
+                f.seek(5000)
+        timeout = -1.0 if case == "negative timeout" else 60.0
+        count = True if case == "bool count" else None
+        flags = getfl(client.fileno())
+        assert _quick.at_once(src, client, timeout, count, None, None) is None
+        assert getfl(client.fileno()) == flags
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server.recv(1)  # nothing was sent
