@@ -122,15 +122,23 @@ def test_at_once_keeps_every_rule(tmp_path, monkeypatch, size, count, offset, ki
         assert sha(read_to_eof(server.fileno())) == sha(want)
 
 
-def test_a_full_socket_hands_the_rest_to_the_machinery(tmp_path, monkeypatch):
-    data = payload(4 * MIB)
+BIG = payload(4 * MIB)
+
+
+@pytest.fixture
+def big(tmp_path) -> Path:
+    """A file of 4 MiB: far more than the 64 KiB socket buffers take."""
     path = tmp_path / "big"
-    path.write_bytes(data)
-    seen = _spy(monkeypatch)
+    path.write_bytes(BIG)
+    return path
+
+
+def test_a_full_socket_hands_the_rest_to_the_machinery(big, monkeypatch):
+    data, seen = BIG, _spy(monkeypatch)
     client, server = tcp_pair(bufsize=64 * 1024)
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(read_to_eof(server.fileno())))
-    with open(path, "rb") as src, client, server:
+    with open(big, "rb") as src, client, server:
         flags = getfl(client.fileno())
         progress: list[int] = []
         reader.start()
@@ -146,13 +154,10 @@ def test_a_full_socket_hands_the_rest_to_the_machinery(tmp_path, monkeypatch):
     assert sha(got[0]) == sha(data)
 
 
-def test_a_timeout_after_the_attempt_counts_its_bytes(tmp_path, monkeypatch):
-    data = payload(4 * MIB)
-    path = tmp_path / "big"
-    path.write_bytes(data)
-    seen = _spy(monkeypatch)
+def test_a_timeout_after_the_attempt_counts_its_bytes(big, monkeypatch):
+    data, seen = BIG, _spy(monkeypatch)
     client, server = tcp_pair(bufsize=64 * 1024)
-    with open(path, "rb") as src, client, server:
+    with open(big, "rb") as src, client, server:
         flags = getfl(client.fileno())
         with pytest.raises(bytepump.DownstreamTimeout) as caught:
             bytepump.splice_to(src, client, 0.2, count=3 * MIB)
