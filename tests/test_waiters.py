@@ -1,13 +1,21 @@
-"""Waiting on one descriptor with epoll and an inactivity timeout."""
+"""Waiting on one descriptor with an inactivity timeout: epoll, and the
+asyncio loop's waits (both drivers run the same rules)."""
 
+import asyncio
+import gc
 import os
 import signal
 import threading
+import time
 
 import pytest
+from conftest import MIB, WAIT, payload, sha
 
 import bytepump
-from bytepump import _waiters
+from bytepump import _waiters, aio
+
+IDLE = 0.5
+"""The inactivity timeout of the tests whose readers are slow or stop."""
 
 
 @pytest.mark.parametrize(
@@ -82,3 +90,75 @@ def test_a_signal_runs_its_handler_and_the_wait_goes_on(pipe):
         waiter.close()
         timer.join()
         signal.signal(signal.SIGUSR1, previous)
+
+
+def _splice_epoll(src, dst, timeout, **options):
+    return bytepump.splice_to(src, dst, timeout, **options)
+
+
+def _splice_asyncio(src, dst, timeout, **options):
+    try:
+        return asyncio.run(
+            asyncio.wait_for(aio.splice_to(src, dst, timeout, **options), WAIT)
+        )
+    finally:
+        gc.collect()  # KERNEL-NOTES: no stray task garbage during a report
+
+
+@pytest.fixture(params=[_splice_epoll, _splice_asyncio], ids=["epoll", "asyncio"])
+def splice(request):
+    """``splice_to`` through each driver's waits."""
+    return request.param
+
+
+SLOW_SINKS = [("tcp", MIB), ("unix", MIB // 2)]
+"""Socket kinds and buffer sizes whose send queue, read 8 KiB every 20 ms,
+takes longer than :data:`IDLE` to become writable again: TCP wakes a
+writer when a third of the queue is free, a Unix socket when three
+quarters are (measured: 1.5 to 3 s here)."""
+
+
+@pytest.fixture(params=SLOW_SINKS, ids=[kind for kind, _ in SLOW_SINKS])
+def slow_client(request, endpoints):
+    """``make(**sink_options)``: a 32 MiB file and a socket sink read 8 KiB
+    every 20 ms, pauses far shorter than :data:`IDLE`."""
+    kind, bufsize = request.param
+
+    def make(**options):
+        data = payload(32 * MIB)
+        src = endpoints.source("file", data)
+        dst = endpoints.sink(kind, bufsize=bufsize, chunk=8192, gap=0.02, **options)
+        return data, src, dst
+
+    return make
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_steady_reader_is_not_idle(splice, slow_client):
+    data, src, dst = slow_client()
+    started = last = time.monotonic()
+    longest = 0.0
+
+    def progress(n):
+        nonlocal last, longest
+        now = time.monotonic()
+        longest, last = max(longest, now - last), now
+        if longest > IDLE or now - started > WAIT / 3:
+            dst.hurry()  # shown (or never to be shown): the rest at full speed
+
+    assert splice(src.obj, dst.obj, IDLE, on_progress=progress) == len(data)
+    assert longest > IDLE, "the socket never stayed unwritable for the timeout"
+    assert sha(dst.received()) == sha(data)
+
+
+@pytest.mark.timeout(60)
+def test_a_reader_that_stops_is_a_downstream_timeout(splice, slow_client):
+    data, src, dst = slow_client(stop_after=MIB)
+    with pytest.raises(bytepump.DownstreamTimeout) as info:
+        splice(src.obj, dst.obj, IDLE)
+    assert dst.stopped_at is not None, "cut while the reader was reading"
+    silent = time.monotonic() - dst.stopped_at
+    assert IDLE * 0.8 < silent < 2 * IDLE + 1.0
+    received = dst.received()
+    assert info.value.transferred == len(received)
+    assert sha(received) == sha(data[: len(received)])
