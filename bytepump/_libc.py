@@ -87,6 +87,7 @@ _EPOLL_CTL_MOD = 3
 SOL_TCP = 6
 TCP_NODELAY = 1
 TCP_CORK = 3
+_SIOCOUTQ = 0x5411  # TIOCOUTQ's number, which sockets answer as SIOCOUTQ
 _SIOCOUTQNSD = 0x894B
 
 AGAIN = -1
@@ -202,20 +203,36 @@ fcntl: Callable[..., int] = _fcntl.fcntl if _STDLIB else _cffi_fcntl
 """``fcntl(fd, cmd, arg=0)`` with an int argument; returns its result."""
 
 
-def _cffi_unsent(fd: int) -> int:
+def _cffi_ioctl_int(fd: int, request: int) -> int:
     value = ffi.new(_INT_P)
-    if _lib.ioctl(fd, _SIOCOUTQNSD, value) < 0:
+    if _lib.ioctl(fd, request, value) < 0:
         _raise()
     return value[0]
 
 
-def _stdlib_unsent(fd: int) -> int:
-    return int.from_bytes(_fcntl.ioctl(fd, _SIOCOUTQNSD, b"\0\0\0\0"), sys.byteorder)
+def _stdlib_ioctl_int(fd: int, request: int) -> int:
+    return int.from_bytes(_fcntl.ioctl(fd, request, b"\0\0\0\0"), sys.byteorder)
 
 
-unsent: Callable[[int], int] = _stdlib_unsent if _STDLIB else _cffi_unsent
-"""``unsent(fd)``: bytes queued on the TCP socket ``fd`` but not sent yet
-(SIOCOUTQNSD); ``OSError`` for a descriptor that is no TCP socket."""
+_ioctl_int: Callable[[int, int], int] = (
+    _stdlib_ioctl_int if _STDLIB else _cffi_ioctl_int
+)
+"""``_ioctl_int(fd, request)``: an ioctl that answers one int."""
+
+
+def unsent(fd: int) -> int:
+    """Bytes queued on the TCP socket ``fd`` but not sent yet (SIOCOUTQNSD);
+    ``OSError`` for a descriptor that is no TCP socket."""
+    return _ioctl_int(fd, _SIOCOUTQNSD)
+
+
+def queued(fd: int) -> int:
+    """Bytes the stream socket ``fd`` still holds for its peer (SIOCOUTQ):
+    on TCP those not sent yet or not acknowledged, on a Unix socket those
+    its peer has not read (counted with the kernel's per-buffer overhead).
+    ``OSError`` (``ENOTTY``) for a pipe or another descriptor without a
+    send queue."""
+    return _ioctl_int(fd, _SIOCOUTQ)
 
 
 def getsockopt(fd: int, level: int, name: int) -> int:

@@ -4,8 +4,10 @@ import errno
 import os
 import platform
 import socket
+import time
 
 import pytest
+from conftest import WAIT, fill, socket_pair
 
 from bytepump import _libc
 
@@ -104,11 +106,39 @@ def test_socket_options_and_unsent_bytes():
     with listener, socket.create_connection(listener.getsockname()) as c:
         fd = c.fileno()
         assert _libc.unsent(fd) == 0
-        assert _libc._cffi_unsent(fd) == 0
+        assert _libc._cffi_ioctl_int(fd, _libc._SIOCOUTQNSD) == 0
         for value in (1, 0):
             _libc.setsockopt(fd, _libc.SOL_TCP, _libc.TCP_NODELAY, value)
             assert _libc.getsockopt(fd, _libc.SOL_TCP, _libc.TCP_NODELAY) == value
             assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == value
+
+
+@pytest.mark.parametrize("binding", [_libc._stdlib_ioctl_int, _libc._cffi_ioctl_int])
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_queued_counts_what_the_peer_has_not_taken(binding, kind):
+    mine, peer = socket_pair(kind)
+    with mine, peer:
+        assert binding(mine.fileno(), _libc._SIOCOUTQ) == 0
+        fill(mine)  # more than the peer's buffer holds: some stays with us
+        held = binding(mine.fileno(), _libc._SIOCOUTQ)
+        assert held > 0
+        peer.recv(65536)
+        deadline = time.monotonic() + WAIT
+        while binding(mine.fileno(), _libc._SIOCOUTQ) >= held:  # TCP: acked
+            assert time.monotonic() < deadline, "the queue never shrank"
+            time.sleep(0.001)
+
+
+def test_queued_is_enotty_for_a_pipe():
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        with pytest.raises(OSError) as info:
+            _libc.queued(w)
+        assert info.value.errno == errno.ENOTTY
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def _closed() -> int:
