@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import socket
-from collections.abc import Callable, Collection, Generator
+from collections.abc import Callable, Collection, Generator, Iterator
 from typing import Any, cast
 
 from . import _http1
@@ -36,7 +35,7 @@ from ._errors import DownstreamTimeout, annotate
 from ._http1 import HeaderPairs, ResponseHead
 from ._pump import ProgressCallback
 from ._transfer import Steps, T, Transfer, steps
-from ._waiters import READ, WRITE, Wait, timeout_error
+from ._waiters import READ, WRITE, Wait, first_timer, later_timers, timeout_error
 from .edge import (
     ACCEPTED,
     Fetch,
@@ -58,14 +57,26 @@ async def _ready(
     # run on. Awaiting a plain future, a cancel() either cancels it or (once
     # it has its result) is delivered at the task's next step.
     future = loop.create_future()
+    later: Iterator[float] | None = None
+    timer: asyncio.TimerHandle | None = None
 
     def wake() -> None:
         if not future.done():
             future.set_result(None)
 
     def expire() -> None:
-        if not future.done():
+        # The timers EpollWaiter.wait runs (_waiters.later_timers): a
+        # write wait on a socket goes on while its queue shrinks.
+        nonlocal later, timer
+        if future.done():
+            return
+        if later is None:
+            later = later_timers(wait, timeout)
+        delay = next(later, None)
+        if delay is None:
             future.set_exception(timeout_error(wait, timeout))
+        else:
+            timer = loop.call_later(delay, expire)
 
     if wait.events == READ:
         add, remove = loop.add_reader, loop.remove_reader
@@ -75,9 +86,9 @@ async def _ready(
         add(wait.fd, wake)
     except PermissionError:
         return  # the file does not support polling (/dev/null): always ready
-    timer = None
-    if timeout is not None and not math.isinf(timeout):
-        timer = loop.call_later(timeout, expire)
+    first = first_timer(wait, timeout)
+    if first is not None:
+        timer = loop.call_later(first, expire)
     try:
         await future
     finally:

@@ -2,14 +2,16 @@
 asyncio loop's waits (both drivers run the same rules)."""
 
 import asyncio
+import contextlib
 import gc
+import math
 import os
 import signal
 import threading
 import time
 
 import pytest
-from conftest import MIB, WAIT, payload, sha
+from conftest import MIB, WAIT, fill, payload, sha, socket_pair
 
 import bytepump
 from bytepump import _waiters, aio
@@ -90,6 +92,83 @@ def test_a_signal_runs_its_handler_and_the_wait_goes_on(pipe):
         waiter.close()
         timer.join()
         signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.mark.parametrize(
+    ("events", "timeout", "first"),
+    [
+        (_waiters.READ, 2.0, 2.0),
+        (_waiters.WRITE, 2.0, _waiters.FIRST_LOOK),
+        (_waiters.WRITE, 0.02, 0.01),
+        (_waiters.WRITE, 0, 0),
+        (_waiters.WRITE, None, None),
+        (_waiters.READ, math.inf, None),
+    ],
+)
+def test_the_first_timer_of_a_write_wait_comes_early(events, timeout, first):
+    assert _waiters.first_timer(_wait(0, events, bytepump.Timeout), timeout) == first
+
+
+def _wait_epoll(wait, timeout):
+    waiter = _waiters.EpollWaiter()
+    try:
+        waiter.wait(wait, timeout)
+    finally:
+        waiter.close()
+
+
+def _wait_asyncio(wait, timeout):
+    async def ready():
+        await aio._ready(asyncio.get_running_loop(), wait, timeout)
+
+    try:
+        asyncio.run(asyncio.wait_for(ready(), WAIT))
+    finally:
+        gc.collect()
+
+
+@pytest.fixture(params=[_wait_epoll, _wait_asyncio], ids=["epoll", "asyncio"])
+def wait_with(request):
+    """One wait through each driver: ``wait_with(wait, timeout)``."""
+    return request.param
+
+
+@pytest.fixture(params=["pipe", "tcp", "unix"])
+def full(request):
+    """The writing end of a full pipe or socket whose reader never reads."""
+    if request.param == "pipe":
+        r, w = os.pipe()
+        os.set_blocking(w, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(w, bytes(65536))
+        yield w
+        os.close(r)
+        os.close(w)
+    else:
+        mine, peer = socket_pair(request.param)
+        with mine, peer:
+            fill(mine)
+            yield mine.fileno()
+
+
+@pytest.mark.timeout(30)
+def test_a_write_wait_on_a_reader_that_never_reads_times_out(wait_with, full):
+    started = time.monotonic()
+    with pytest.raises(bytepump.DownstreamTimeout):
+        wait_with(_wait(full, _waiters.WRITE, bytepump.DownstreamTimeout), IDLE)
+    assert IDLE <= time.monotonic() - started < IDLE + 1.0
+
+
+@pytest.mark.timeout(30)
+def test_a_write_wait_that_ends_soon_measures_no_queue(wait_with, monkeypatch):
+    def queued(fd):
+        raise AssertionError("measured a queue")
+
+    monkeypatch.setattr(_waiters._libc, "queued", queued)
+    mine, peer = socket_pair("tcp")
+    with mine, peer:
+        wait_with(_wait(mine.fileno(), _waiters.WRITE, bytepump.Timeout), IDLE)
 
 
 def _splice_epoll(src, dst, timeout, **options):
