@@ -7,9 +7,11 @@ has one that uses the running event loop.
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from . import _libc
@@ -93,26 +95,40 @@ def first_timer(wait: Wait, timeout: float | None) -> float | None:
     return timeout
 
 
-class SendQueue:
-    """What a socket still holds for its peer, to tell whether the peer is
-    reading while the socket does not become writable."""
+class Shrinking:
+    """A size looked at again and again, to tell whether a reader is taking
+    bytes from it while nothing else says so."""
 
-    __slots__ = ("_fd", "_held")
+    __slots__ = ("_last", "_measure")
 
-    def __init__(self, fd: int) -> None:
-        """``OSError`` for a descriptor without a send queue (a pipe)."""
-        self._fd = fd
-        self._held = _libc.queued(fd)
+    def __init__(self, measure: Callable[[], int]) -> None:
+        self._measure = measure
+        self._last = measure()
 
     def shrank(self) -> bool:
-        """Whether bytes left the queue since the last look (or since it was
-        made); this look becomes the last."""
-        try:
-            held = _libc.queued(self._fd)
-        except OSError:
-            return False
-        shrank, self._held = held < self._held, held
+        """Whether the size went down since the last look (or since this
+        was made); this look becomes the last."""
+        size = self._measure()
+        shrank, self._last = size < self._last, size
         return shrank
+
+
+def send_queue(fd: int) -> Shrinking:
+    """What the socket ``fd`` still holds for its peer (SIOCOUTQ); on a
+    descriptor that cannot say (a pipe), it never shrinks."""
+    return Shrinking(functools.partial(_held, fd))
+
+
+def _held(fd: int) -> int:
+    try:
+        return _libc.queued(fd)
+    except OSError:
+        return _UNKNOWN
+
+
+_UNKNOWN = sys.maxsize
+"""What :func:`_held` says when the kernel does not: no later look is below
+it, and it is below no earlier one."""
 
 
 def later_timers(wait: Wait, timeout: float | None) -> Iterator[float]:
@@ -127,11 +143,7 @@ def later_timers(wait: Wait, timeout: float | None) -> Iterator[float]:
     first = first_timer(wait, timeout)
     if timeout is None or first is None or first == timeout:
         return  # the first timer was the timeout itself
-    try:
-        queue = SendQueue(wait.fd)
-    except OSError:  # a pipe, a character device: no queue to look at
-        yield timeout - first
-        return
+    queue = send_queue(wait.fd)
     yield timeout - first
     while queue.shrank():
         yield timeout

@@ -33,6 +33,12 @@ MIB = 1024 * 1024
 WAIT = 30.0
 """Upper bound, in seconds, of every wait on a helper thread or a peer."""
 LINGER_0 = struct.pack("ii", 1, 0)
+SLOW_READ_BUFFER = 65536
+"""The receive buffer (doubled by the kernel) of a TCP client that reads
+slowly. The sender learns of what the client read only from its window
+updates, which come about once per receive buffer read (or per zero-window
+probe, 0.2 s and more): 0.1 to 0.35 s apart when 8 KiB are read every 20
+ms. With a 2 MiB buffer they come 0.8 s apart."""
 
 
 def sha(data: bytes) -> str:
