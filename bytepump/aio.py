@@ -35,7 +35,16 @@ from ._errors import DownstreamTimeout, annotate
 from ._http1 import HeaderPairs, ResponseHead
 from ._pump import ProgressCallback
 from ._transfer import Steps, T, Transfer, steps
-from ._waiters import READ, WRITE, Wait, first_timer, later_timers, timeout_error
+from ._waiters import (
+    READ,
+    WRITE,
+    Shrinking,
+    Wait,
+    first_timer,
+    later_timers,
+    send_queue,
+    timeout_error,
+)
 from .edge import (
     ACCEPTED,
     Fetch,
@@ -385,7 +394,9 @@ async def _through_write(
     try:
         with mine:
             try:
-                result = await drive(run(mine.fileno()), timeout)
+                # The forwarder judges the client's inactivity; it stops
+                # taking bytes from this socket while the client is slow.
+                result = await drive(run(mine.fileno()), timeout, untimed=mine.fileno())
             except BaseException as exc:
                 if forwarder.done() and not forwarder.cancelled():
                     failure = forwarder.exception()
@@ -410,8 +421,15 @@ async def _forward(
     timeout: float | None,
 ) -> None:
     """Copy what arrives on ``sock`` into ``transport`` until end of file,
-    keeping its write buffer below its low-water mark."""
+    keeping its write buffer below its low-water mark; ``DownstreamTimeout``
+    once neither that buffer nor the transport's socket has let a byte go
+    for ``timeout`` seconds."""
     low = transport.get_write_buffer_limits()[0]
+    # The transport's buffer drains only when its socket is writable, which
+    # a slow reader can hold off for longer than the timeout (see
+    # _waiters): bytes leaving the socket are activity too.
+    buffered = Shrinking(transport.get_write_buffer_size)
+    sent = send_queue(transport.get_extra_info("socket").fileno())
     while True:
         data = await loop.sock_recv(sock, 1 << 18)
         if not data:
@@ -421,25 +439,27 @@ async def _forward(
         while transport.get_write_buffer_size() > low:
             if transport.is_closing():
                 raise ConnectionResetError("the transport closed")
-            before = transport.get_write_buffer_size()
             await asyncio.sleep(_TRANSPORT_POLL)
-            shrank = transport.get_write_buffer_size() < before
-            idle = 0.0 if shrank else idle + _TRANSPORT_POLL
+            moved = buffered.shrank() | sent.shrank()  # not "or": both look
+            idle = 0.0 if moved else idle + _TRANSPORT_POLL
             if timeout is not None and idle > timeout:
                 raise DownstreamTimeout(
                     f"dst (TLS transport) idle for more than {timeout} s"
                 )
 
 
-async def drive(run: Steps[T], timeout: float | None) -> T:
+async def drive(
+    run: Steps[T], timeout: float | None, *, untimed: int | None = None
+) -> T:
     """Run ``run`` to its end, doing each wait it yields on the running loop;
-    see :func:`bytepump.pump.drive`."""
+    see :func:`bytepump.pump.drive`. Waits on ``untimed`` have no time
+    limit (another task watches what that descriptor feeds)."""
     loop = asyncio.get_running_loop()
     try:
         wait = next(run)
         while True:
             try:
-                await _ready(loop, wait, timeout)
+                await _ready(loop, wait, None if wait.fd == untimed else timeout)
             except BaseException as exc:
                 wait = run.throw(exc)
             else:
