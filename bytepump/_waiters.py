@@ -62,10 +62,11 @@ def timeout_error(wait: Wait, timeout: float | None) -> Timeout:
 # free: TCP when a third is (sk_stream_wspace >= sk_stream_min_wspace), a
 # Unix stream socket when three quarters are (unix_writable). A client that
 # reads steadily but slowly can keep a big buffer "not writable" for longer
-# than the timeout (measured: 8 KiB every 20 ms against a 2 MiB TCP buffer,
-# 1.5 to 3 s between wake-ups; 16 KiB every 200 ms against a 4 MiB one, more
-# than 12 s). So a write wait that reaches its timeout asks the socket how
-# much it still holds (SIOCOUTQ), and goes on while that shrinks.
+# than the timeout (measured, SO_SNDBUF as read back: 8 KiB read every 20
+# ms, 1.2 to 2 s between wake-ups for a 2 MiB TCP buffer, 2.2 s for 4 MiB,
+# 2 s for a 1 MiB Unix one; 16 KiB every 200 ms against 4 MiB, more than 12
+# s). So a write wait that reaches its timeout asks the socket how much it
+# still holds (SIOCOUTQ), and goes on while that shrinks.
 #
 # On TCP the queue shrinks only when the client's window updates arrive,
 # which a slow client sends only once it has read a good part of its
@@ -135,8 +136,8 @@ def _held(fd: int) -> int:
 
 
 _UNKNOWN = sys.maxsize
-"""What :func:`_held` says when the kernel does not: no later look is below
-it, and it is below no earlier one."""
+"""What :func:`_held` answers when the kernel does not (a pipe): more than
+any queue holds, so that such a look never counts as shrinking."""
 
 
 def later_timers(wait: Wait, timeout: float | None) -> Iterator[float]:
