@@ -88,6 +88,7 @@ _EPOLL_CTL_MOD = 3
 SOL_TCP = 6
 TCP_NODELAY = 1
 TCP_CORK = 3
+_SIOCOUTQ = 0x5411  # TIOCOUTQ's number, which sockets answer as SIOCOUTQ
 _SIOCOUTQNSD = 0x894B
 
 AGAIN = -1
@@ -203,29 +204,41 @@ fcntl: Callable[..., int] = _fcntl.fcntl if _STDLIB else _cffi_fcntl
 """``fcntl(fd, cmd, arg=0)`` with an int argument; returns its result."""
 
 
-def _cffi_has_unsent(fd: int) -> bool:
+def _cffi_ioctl_int(fd: int, request: int) -> int:
     value = ffi.new(_INT_P)
-    if _lib.ioctl(fd, _SIOCOUTQNSD, value) < 0:
+    if _lib.ioctl(fd, request, value) < 0:
         _raise()
-    return value[0] != 0
+    return value[0]
 
 
-_NOTHING = bytes(_INT_SIZE)
-
-
-def _stdlib_has_unsent(fd: int) -> bool:
+def _stdlib_ioctl_int(fd: int, request: int) -> int:
     # A writable buffer is what fcntl.ioctl tries first: given bytes, it
     # fails to get a writable one and formats an error message before
     # taking them (about 2,500 instructions a call, callgrind).
     value = bytearray(_INT_SIZE)
-    _fcntl.ioctl(fd, _SIOCOUTQNSD, value, True)
-    return value != _NOTHING
+    _fcntl.ioctl(fd, request, value, True)
+    return int.from_bytes(value, sys.byteorder)
 
 
-has_unsent: Callable[[int], bool] = _stdlib_has_unsent if _STDLIB else _cffi_has_unsent
-"""``has_unsent(fd)``: whether the TCP socket ``fd`` holds bytes queued but
-not sent yet (SIOCOUTQNSD); ``OSError`` for a descriptor that is no TCP
-socket."""
+_ioctl_int: Callable[[int, int], int] = (
+    _stdlib_ioctl_int if _STDLIB else _cffi_ioctl_int
+)
+"""``_ioctl_int(fd, request)``: an ioctl that answers one int."""
+
+
+def has_unsent(fd: int) -> bool:
+    """Whether the TCP socket ``fd`` holds bytes queued but not sent yet
+    (SIOCOUTQNSD); ``OSError`` for a descriptor that is no TCP socket."""
+    return _ioctl_int(fd, _SIOCOUTQNSD) != 0
+
+
+def queued(fd: int) -> int:
+    """Bytes the stream socket ``fd`` still holds for its peer (SIOCOUTQ):
+    on TCP those not sent yet or not acknowledged, on a Unix socket those
+    its peer has not read (counted with the kernel's per-buffer overhead).
+    ``OSError`` (``ENOTTY``) for a pipe or another descriptor without a
+    send queue."""
+    return _ioctl_int(fd, _SIOCOUTQ)
 
 
 def _cffi_set_blocking(fd: int, blocking: bool) -> None:

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import os
 import socket
-from collections.abc import Callable, Collection, Generator
+from collections.abc import Callable, Collection, Generator, Iterator
 from typing import Any
 
 from . import _http1
@@ -37,7 +36,16 @@ from ._http1 import HeaderPairs, ResponseHead
 from ._pump import ProgressCallback
 from ._quick import begin
 from ._transfer import Steps, T, Transfer, steps
-from ._waiters import READ, WRITE, Wait, timeout_error
+from ._waiters import (
+    READ,
+    WRITE,
+    Shrinking,
+    Wait,
+    first_timer,
+    later_timers,
+    send_queue,
+    timeout_error,
+)
 from .edge import (
     ACCEPTED,
     Fetch,
@@ -59,14 +67,26 @@ async def _ready(
     # run on. Awaiting a plain future, a cancel() either cancels it or (once
     # it has its result) is delivered at the task's next step.
     future = loop.create_future()
+    later: Iterator[float] | None = None
+    timer: asyncio.TimerHandle | None = None
 
     def wake() -> None:
         if not future.done():
             future.set_result(None)
 
     def expire() -> None:
-        if not future.done():
+        # The timers EpollWaiter.wait runs (_waiters.later_timers): a
+        # write wait on a socket goes on while its queue shrinks.
+        nonlocal later, timer
+        if future.done():
+            return
+        if later is None:
+            later = later_timers(wait, timeout)
+        delay = next(later, None)
+        if delay is None:
             future.set_exception(timeout_error(wait, timeout))
+        else:
+            timer = loop.call_later(delay, expire)
 
     if wait.events == READ:
         add, remove = loop.add_reader, loop.remove_reader
@@ -76,9 +96,9 @@ async def _ready(
         add(wait.fd, wake)
     except PermissionError:
         return  # the file does not support polling (/dev/null): always ready
-    timer = None
-    if timeout is not None and not math.isinf(timeout):
-        timer = loop.call_later(timeout, expire)
+    first = first_timer(wait, timeout)
+    if first is not None:
+        timer = loop.call_later(first, expire)
     try:
         await future
     finally:
@@ -378,7 +398,9 @@ async def _through_write(
     try:
         with mine:
             try:
-                result = await drive(run(mine.fileno()), timeout)
+                # The forwarder judges the client's inactivity; it stops
+                # taking bytes from this socket while the client is slow.
+                result = await drive(run(mine.fileno()), timeout, untimed=mine.fileno())
             except BaseException as exc:
                 if forwarder.done() and not forwarder.cancelled():
                     failure = forwarder.exception()
@@ -403,8 +425,15 @@ async def _forward(
     timeout: float | None,
 ) -> None:
     """Copy what arrives on ``sock`` into ``transport`` until end of file,
-    keeping its write buffer below its low-water mark."""
+    keeping its write buffer below its low-water mark; ``DownstreamTimeout``
+    once neither that buffer nor the transport's socket has let a byte go
+    for ``timeout`` seconds."""
     low = transport.get_write_buffer_limits()[0]
+    # The transport's buffer drains only when its socket is writable, which
+    # a slow reader can hold off for longer than the timeout (see
+    # _waiters): bytes leaving the socket are activity too.
+    buffered = Shrinking(transport.get_write_buffer_size)
+    sent = send_queue(transport.get_extra_info("socket").fileno())
     while True:
         data = await loop.sock_recv(sock, 1 << 18)
         if not data:
@@ -414,25 +443,27 @@ async def _forward(
         while transport.get_write_buffer_size() > low:
             if transport.is_closing():
                 raise ConnectionResetError("the transport closed")
-            before = transport.get_write_buffer_size()
             await asyncio.sleep(_TRANSPORT_POLL)
-            shrank = transport.get_write_buffer_size() < before
-            idle = 0.0 if shrank else idle + _TRANSPORT_POLL
+            moved = buffered.shrank() | sent.shrank()  # not "or": both look
+            idle = 0.0 if moved else idle + _TRANSPORT_POLL
             if timeout is not None and idle > timeout:
                 raise DownstreamTimeout(
                     f"dst (TLS transport) idle for more than {timeout} s"
                 )
 
 
-async def drive(run: Steps[T], timeout: float | None) -> T:
+async def drive(
+    run: Steps[T], timeout: float | None, *, untimed: int | None = None
+) -> T:
     """Run ``run`` to its end, doing each wait it yields on the running loop;
-    see :func:`bytepump.pump.drive`."""
+    see :func:`bytepump.pump.drive`. Waits on ``untimed`` have no time
+    limit (another task watches what that descriptor feeds)."""
     loop = asyncio.get_running_loop()
     try:
         wait = next(run)
         while True:
             try:
-                await _ready(loop, wait, timeout)
+                await _ready(loop, wait, None if wait.fd == untimed else timeout)
             except BaseException as exc:
                 wait = run.throw(exc)
             else:

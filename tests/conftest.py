@@ -33,6 +33,12 @@ MIB = 1024 * 1024
 WAIT = 30.0
 """Upper bound, in seconds, of every wait on a helper thread or a peer."""
 LINGER_0 = struct.pack("ii", 1, 0)
+SLOW_READ_BUFFER = 65536
+"""The receive buffer (doubled by the kernel) of a TCP client that reads
+slowly. The sender learns of what the client read only from its window
+updates, which come about once per receive buffer read (or per zero-window
+probe, 0.2 s and more): 0.1 to 0.35 s apart when 8 KiB are read every 20
+ms. With a 2 MiB buffer they come 0.8 s apart."""
 
 
 def sha(data: bytes) -> str:
@@ -261,6 +267,10 @@ class Sink:
     (``chunk`` bytes per read), unless ``drain=False``: then nobody reads (a
     slowloris peer) until :meth:`received` is called. ``close_after``: the
     reader closes its end once it has that many bytes (a peer going away).
+    ``gap``: the reader pauses that long after each read (a slow but steady
+    client); ``stop_after``: it stops reading once it has that many bytes
+    (a client gone silent). Both last until :meth:`hurry` or
+    :meth:`received`.
     """
 
     def __init__(self, endpoints: Endpoints, kind: str, fd: int, obj) -> None:
@@ -273,6 +283,11 @@ class Sink:
         self.buffer = bytearray()
         self.chunk = 65536
         self.close_after: int | None = None
+        self.gap = 0.0
+        self.stop_after: int | None = None
+        self.stopped_at: float | None = None
+        """``time.monotonic()`` when the reader stopped for ``stop_after``."""
+        self.hurried = threading.Event()
         self.drainer: _Thread | None = None
 
     def drain(self) -> None:
@@ -291,6 +306,18 @@ class Sink:
             if self.close_after is not None and len(self.buffer) >= self.close_after:
                 peer.close()
                 return
+            if self.hurried.is_set():
+                continue
+            if self.stop_after is not None and len(self.buffer) >= self.stop_after:
+                self.stopped_at = time.monotonic()
+                self.hurried.wait(WAIT)
+            elif self.gap:
+                self.hurried.wait(self.gap)  # the client's pace, not a sync
+
+    def hurry(self) -> None:
+        """From now on read as fast as the bytes come (``gap`` and
+        ``stop_after`` end)."""
+        self.hurried.set()
 
     def end(self) -> None:
         """End the caller's side of the stream, so that the reader sees EOF."""
@@ -309,6 +336,7 @@ class Sink:
             return None
         if self.path is not None:
             return self.path.read_bytes()
+        self.hurry()
         self.drain()
         self.end()
         self.drainer.join(WAIT)
@@ -432,6 +460,8 @@ class Endpoints:
         drain: bool = True,
         chunk: int = 65536,
         close_after: int | None = None,
+        gap: float = 0.0,
+        stop_after: int | None = None,
         bufsize: int | None = None,
         prefix: bytes = b"",
         append: bool = False,
@@ -461,6 +491,9 @@ class Endpoints:
         self._callers.append(obj)
         sink.chunk = chunk
         sink.close_after = close_after
+        sink.gap = gap
+        sink.stop_after = stop_after
+        self._events.append(sink.hurried)
         if drain:
             sink.drain()
         os.set_blocking(sink.fd, not nonblocking)

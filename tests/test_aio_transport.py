@@ -10,9 +10,20 @@ import os
 import socket
 import ssl
 import tempfile
+import threading
 
 import pytest
-from conftest import MIB, WAIT, getfl, open_fds, payload, read_to_eof, sha
+from conftest import (
+    MIB,
+    SLOW_READ_BUFFER,
+    WAIT,
+    getfl,
+    open_fds,
+    payload,
+    read_to_eof,
+    set_buffers,
+    sha,
+)
 
 import bytepump
 from bytepump import aio
@@ -221,11 +232,16 @@ def test_a_closing_or_foreign_transport_is_refused(tmp_path):
     run_on("asyncio", main)
 
 
-def test_tls_transport_goes_through_write(tmp_path, tls_cert):
+def tls_contexts(tls_cert) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts for a TLS connection."""
     cert, key = tls_cert
     server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_tls.load_cert_chain(cert, key)
-    client_tls = ssl.create_default_context(cafile=cert)
+    return server_tls, ssl.create_default_context(cafile=cert)
+
+
+def test_tls_transport_goes_through_write(tmp_path, tls_cert):
+    server_tls, client_tls = tls_contexts(tls_cert)
     body = payload(3 * MIB + 7)
     path = tmp_path / "body"
     path.write_bytes(body)
@@ -240,6 +256,59 @@ def test_tls_transport_goes_through_write(tmp_path, tls_cert):
             return await got
 
     assert sha(run_on("asyncio", main)) == sha(b"head" + body)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("tls", [False, True], ids=["cleartext", "tls"])
+def test_a_slow_steady_client_is_not_idle(tmp_path, tls_cert, tls):
+    # As test_waiters' slow readers: the client reads 8 KiB every 20 ms, and
+    # the server's 4 MiB send buffer stays unwritable for longer than the
+    # timeout; with TLS the transport's own buffer then stops draining too.
+    server_tls, client_tls = tls_contexts(tls_cert) if tls else (None, None)
+    body = payload(32 * MIB)
+    path = tmp_path / "body"
+    path.write_bytes(body)
+    timeout = 1.0
+    hurried = threading.Event()
+
+    def read_slowly(client) -> bytes:
+        out = bytearray()
+        while len(out) < len(body):
+            chunk = client.recv(8192)
+            assert chunk, "end of stream before all bytes came"
+            out += chunk
+            if not hurried.is_set():
+                hurried.wait(0.02)  # the client's pace, not a sync
+        return bytes(out)
+
+    async def main():
+        async with connection("tcp", server_tls, client_tls) as (protocol, client):
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_READ_BUFFER)
+            set_buffers(protocol.transport.get_extra_info("socket"), 2 * MIB)
+            got = asyncio.get_running_loop().run_in_executor(None, read_slowly, client)
+            last = asyncio.get_running_loop().time()
+            longest = 0.0
+
+            def progress(n):
+                nonlocal last, longest
+                now = asyncio.get_running_loop().time()
+                longest, last = max(longest, now - last), now
+                if longest > timeout:
+                    hurried.set()  # shown: the rest at full speed
+
+            try:
+                with open(path, "rb") as src:
+                    n = await aio.splice_to(
+                        src, protocol.transport, timeout, on_progress=progress
+                    )
+            finally:
+                hurried.set()
+            return n, longest, await got
+
+    n, longest, received = run_on("asyncio", main)
+    assert n == len(body)
+    assert longest > timeout, "the client never held the server up that long"
+    assert sha(received) == sha(body)
 
 
 @pytest.mark.parametrize("loop_kind", LOOPS)

@@ -5,8 +5,10 @@ import fcntl
 import os
 import platform
 import socket
+import time
 
 import pytest
+from conftest import WAIT, fill, socket_pair
 
 from bytepump import _libc
 
@@ -97,23 +99,22 @@ def test_copy_file_range_offsets(numbers, copy_file_range, tmp_path):
     assert out.read_bytes() == b"56701"
 
 
-@pytest.mark.parametrize(
-    "has_unsent", [_libc._stdlib_has_unsent, _libc._cffi_has_unsent]
-)
-def test_socket_options_and_unsent_bytes(has_unsent):
+@pytest.mark.parametrize("binding", [_libc._stdlib_ioctl_int, _libc._cffi_ioctl_int])
+def test_socket_options_and_unsent_bytes(binding):
     a, b = socket.socketpair()
     with a, b, pytest.raises(OSError):
-        has_unsent(a.fileno())  # not TCP
+        binding(a.fileno(), _libc._SIOCOUTQNSD)  # not TCP
     listener = socket.create_server(("127.0.0.1", 0))
     with listener, socket.create_connection(listener.getsockname()) as c:
         fd = c.fileno()
-        assert has_unsent(fd) is False
+        assert binding(fd, _libc._SIOCOUTQNSD) == 0
         # A corked socket keeps a partial segment queued (up to 200 ms).
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         c.send(b"x" * 100)
-        assert has_unsent(fd) is True
+        assert binding(fd, _libc._SIOCOUTQNSD) == 100
+        assert _libc.has_unsent(fd) is True
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
-        assert has_unsent(fd) is False
+        assert _libc.has_unsent(fd) is False
         for value in (1, 0):
             _libc.setsockopt(fd, _libc.SOL_TCP, _libc.TCP_NODELAY, value)
             assert _libc.getsockopt(fd, _libc.SOL_TCP, _libc.TCP_NODELAY) == value
@@ -133,6 +134,34 @@ def test_set_blocking_changes_o_nonblocking_alone(set_blocking, tmp_path):
         os.close(fd)
     with pytest.raises(OSError):
         set_blocking(_closed(), True)
+
+
+@pytest.mark.parametrize("binding", [_libc._stdlib_ioctl_int, _libc._cffi_ioctl_int])
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_queued_counts_what_the_peer_has_not_taken(binding, kind):
+    mine, peer = socket_pair(kind)
+    with mine, peer:
+        assert binding(mine.fileno(), _libc._SIOCOUTQ) == 0
+        fill(mine)  # more than the peer's buffer holds: some stays with us
+        held = binding(mine.fileno(), _libc._SIOCOUTQ)
+        assert held > 0
+        peer.recv(65536)
+        deadline = time.monotonic() + WAIT
+        while binding(mine.fileno(), _libc._SIOCOUTQ) >= held:  # TCP: acked
+            assert time.monotonic() < deadline, "the queue never shrank"
+            time.sleep(0.001)
+
+
+def test_queued_is_enotty_for_a_pipe():
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        with pytest.raises(OSError) as info:
+            _libc.queued(w)
+        assert info.value.errno == errno.ENOTTY
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def _closed() -> int:
