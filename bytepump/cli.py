@@ -344,8 +344,10 @@ def serve(args: argparse.Namespace) -> None:
         host, port = server.server_address[:2]
         if ":" in host:
             host = f"[{host}]"
-        print(f"Serving {server.root} on http://{host}:{port}/", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):  # how a server is stopped
+        # How a server is stopped; from the moment it says where it listens,
+        # which is when a supervisor (or a test) may send SIGINT.
+        with contextlib.suppress(KeyboardInterrupt):
+            print(f"Serving {server.root} on http://{host}:{port}/", flush=True)
             server.serve_forever()
 
 
