@@ -3,7 +3,7 @@ to call").
 
 Most of what a web server sends is a small regular file into a client's
 socket, and most of those go in one ``sendfile(2)``: the socket buffer has
-room. There, the general machinery (the endpoints, the path table, the
+room (a small file copy, in one ``copy_file_range(2)``, likewise). There, the general machinery (the endpoints, the path table, the
 pumps, the steps and their driver) costs more than the syscalls do
 (callgrind, CPython 3.11: about 48,000 instructions a call beside 22,000
 for the syscalls' own wrappers; benchmarks/RESULTS.md). :func:`at_once`
@@ -20,7 +20,7 @@ import io
 import os
 import socket
 import stat
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 from . import _libc
 from ._endpoint import FdLike, file_position, push_tail
@@ -30,6 +30,9 @@ from ._transfer import Transfer
 
 _KERNEL_MAX = 2**63 - 1
 _S_ISREG = stat.S_ISREG
+_FILES = (io.BufferedWriter, io.FileIO)
+Dst = Union[socket.socket, io.BufferedWriter, io.FileIO]
+"""What :func:`at_once` writes to: a plain socket object or file object."""
 
 
 class Rest(NamedTuple):
@@ -52,21 +55,23 @@ def _less(count: int | None, moved: int) -> int | None:
 
 def at_once(
     src: FdLike,
-    dst: socket.socket,
+    dst: Dst,
     timeout: float | None,
     count: int | None,
     offset: int | None,
     on_progress: ProgressCallback,
 ) -> int | Rest | None:
-    """Send a regular file into the plain socket object ``dst`` without
-    waiting, with every §1 rule the machinery would apply.
+    """Move a regular file into the plain socket or file object ``dst``
+    without waiting, with every §1 rule the machinery would apply: with
+    sendfile(2) into a socket, copy_file_range(2) into a file.
 
     Returns the bytes written when the transfer is complete; ``None``,
-    having changed nothing, when this is not that case (the machinery then
-    does all of it); a :class:`Rest` when bytes moved and the socket would
-    block (the flags restored, the file position just past them). An
-    exception raised once bytes moved (``on_progress``'s, a signal's)
-    carries ``.transferred``, with the flags restored and the position set.
+    having changed nothing but flushed ``dst``, when this is not that case
+    (the machinery then does all of it); a :class:`Rest` when bytes moved
+    and the socket would block or the copy came up short (the flags
+    restored, the file position just past them). An exception raised once
+    bytes moved (``on_progress``'s, a signal's) carries ``.transferred``,
+    with the flags restored and the position set.
     """
     buffered = type(src) is io.BufferedReader
     if type(src) is int:
@@ -87,14 +92,15 @@ def at_once(
         or (timeout is not None and not timeout >= 0)  # negative or NaN
     ):
         return None
-    out = dst.fileno()
-    if out < 0:
-        return None
     try:
+        out = dst.fileno()
         st = os.fstat(fd)
-    except OSError:
+    except (OSError, ValueError):  # closed: the machinery says so
         return None
-    if not _S_ISREG(st.st_mode):
+    if out < 0 or not _S_ISREG(st.st_mode):
+        return None
+    to_socket = type(dst) is socket.socket
+    if not to_socket and not _plain_file(dst, out, st):
         return None
     start = file_position(src, fd) if offset is None else offset
     ask = st.st_size - start
@@ -105,14 +111,16 @@ def at_once(
     # Python keeps a socket object with a timeout O_NONBLOCK; a blocking
     # one is switched for the call (a blocking sendfile would wait).
     switch = (
-        dst.gettimeout() is None and not _libc.fcntl(out, _libc.F_GETFL) & os.O_NONBLOCK
+        to_socket
+        and dst.gettimeout() is None  # type: ignore[union-attr]
+        and not _libc.fcntl(out, _libc.F_GETFL) & os.O_NONBLOCK
     )
     if switch:
         _libc.set_blocking(out, False)
     moved = 0
     try:
         try:
-            n = _libc.sendfile(out, fd, start, ask)
+            n = _move(to_socket, fd, start, out, ask)
         except OSError:
             return None  # nothing moved: the machinery decides (or falls back)
         if n <= 0:
@@ -123,7 +131,7 @@ def at_once(
         if n == ask and (count is None or count > moved):
             # Size comes from reading to the end, never from st_size alone.
             more = MAX_CALL if count is None else min(count - moved, MAX_CALL)
-            n = _libc.sendfile(out, fd, start + moved, more)
+            n = _move(to_socket, fd, start + moved, out, more)
             if n > 0:  # the file grew
                 moved += n
                 if on_progress is not None:
@@ -144,7 +152,27 @@ def at_once(
                 src.seek(start + moved)  # type: ignore[union-attr]
             else:
                 os.lseek(fd, start + moved, os.SEEK_SET)
-            push_tail(out, dst)
+            if to_socket:
+                push_tail(out, dst)
+
+
+def _plain_file(dst: Dst, out: int, src_stat: os.stat_result) -> bool:
+    """Whether the file object ``dst`` is a regular file that
+    copy_file_range may write: not ``O_APPEND``, not the source itself.
+    Flushes it first, so bytes it buffered go before the copied ones."""
+    dst.flush()  # type: ignore[union-attr]
+    st = os.fstat(out)
+    return (
+        _S_ISREG(st.st_mode)
+        and (st.st_dev, st.st_ino) != (src_stat.st_dev, src_stat.st_ino)
+        and not _libc.fcntl(out, _libc.F_GETFL) & os.O_APPEND
+    )
+
+
+def _move(to_socket: bool, fd: int, at: int, out: int, n: int) -> int:
+    if to_socket:
+        return _libc.sendfile(out, fd, at, n)
+    return _libc.copy_file_range(fd, at, out, n)
 
 
 def begin(
@@ -159,8 +187,8 @@ def begin(
     """A transfer :func:`at_once` where it can: the bytes written when that
     finished it, else the :class:`Transfer` that the drivers run (the whole
     transfer, or what is left of it)."""
-    if type(dst) is socket.socket:
-        done = at_once(src, dst, timeout, count, offset, on_progress)
+    if type(dst) is socket.socket or type(dst) in _FILES:
+        done = at_once(src, dst, timeout, count, offset, on_progress)  # type: ignore[arg-type]
         if isinstance(done, int):
             return done
         if done is not None:

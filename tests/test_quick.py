@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -84,42 +85,56 @@ def _spy(monkeypatch) -> list[object]:
     return seen
 
 
+@contextlib.contextmanager
+def destination(
+    kind: str, tmp_path: Path
+) -> Iterator[tuple[object, Callable[[], bytes]]]:
+    """A plain socket or file object for at_once, and what it finally got."""
+    if kind == "tcp":
+        client, server = tcp_pair()
+        with client, server:
+            yield client, lambda: (client.close(), read_to_eof(server.fileno()))[1]
+        return
+    path = tmp_path / "out"
+    with open(path, "wb", buffering=0 if kind == "raw file" else -1) as f:
+        f.write(b"ab")  # still in a buffered object's buffer: flushed first
+        yield f, lambda: (f.close(), path.read_bytes()[2:])[1]
+
+
 @pytest.mark.parametrize(
     ("size", "count", "offset"),
     [(4096, None, None), (100_000, 1000, None), (100_000, None, 99_000),
      (5000, 9000, 10), (5000, 5000, None), (1, None, 0)],
 )  # fmt: skip
 @pytest.mark.parametrize("kind", ["buffered", "raw", "int"])
-def test_at_once_keeps_every_rule(tmp_path, monkeypatch, size, count, offset, kind):
+@pytest.mark.parametrize("to", ["tcp", "file", "raw file"])
+def test_at_once_keeps_every_rule(tmp_path, monkeypatch, size, count, offset, kind, to):
     data = payload(size)
     path = tmp_path / "f"
     path.write_bytes(data)
     seen = _spy(monkeypatch)
-    client, server = tcp_pair()
     with (
         open(path, "rb", buffering=-1 if kind == "buffered" else 0) as src,
-        client,
-        server,
+        destination(to, tmp_path) as (dst, received),
     ):
         src.read(3)  # the caller's position (and a buffered object's buffer)
         obj = src.fileno() if kind == "int" else src
         if kind == "int":
             os.lseek(src.fileno(), 3, os.SEEK_SET)
-        flags = getfl(client.fileno())
+        flags = getfl(dst.fileno())
         progress: list[int] = []
         start = 3 if offset is None else offset
         want = data[start:] if count is None else data[start : start + count]
         n = bytepump.splice_to(
-            obj, client, count=count, offset=offset, on_progress=progress.append
+            obj, dst, count=count, offset=offset, on_progress=progress.append
         )
         assert seen == [n]  # done in the attempt
         assert n == len(want) == sum(progress)
-        assert getfl(client.fileno()) == flags
+        assert getfl(dst.fileno()) == flags
         assert src.tell() == start + n
         if kind != "buffered":  # a buffered object may seek within its buffer
             assert position(src.fileno()) == start + n
-        client.close()
-        assert sha(read_to_eof(server.fileno())) == sha(want)
+        assert sha(received()) == sha(want)
 
 
 BIG = payload(4 * MIB)
@@ -224,3 +239,35 @@ def test_what_does_not_fit_is_left_untouched(tmp_path, case):
         server.setblocking(False)
         with pytest.raises(BlockingIOError):
             server.recv(1)  # nothing was sent
+
+
+@pytest.mark.parametrize("case", ["append", "same file", "other file system"])
+def test_a_file_destination_that_does_not_fit(tmp_path, case):
+    path = tmp_path / "f"
+    path.write_bytes(payload(1000))
+    if case == "other file system":
+        if not os.path.isdir("/dev/shm"):
+            pytest.skip("no /dev/shm")
+        shm = Path(f"/dev/shm/bytepump-quick-{os.getpid()}")
+        shm.write_bytes(payload(1000))
+        src_path = shm
+    else:
+        src_path = path
+    out = path if case == "same file" else tmp_path / "out"
+    mode = {"append": "ab", "same file": "r+b", "other file system": "wb"}[case]
+    try:
+        with open(src_path, "rb") as src, open(out, mode, buffering=0) as dst:
+            before = out.read_bytes()
+            assert _quick.at_once(src, dst, 60.0, None, None, None) is None
+            assert out.read_bytes() == before
+            assert src.tell() == 0
+            if case == "same file":
+                with pytest.raises(ValueError, match="same file"):
+                    bytepump.splice_to(src, dst)
+            else:
+                assert bytepump.splice_to(src, dst) == 1000  # the machinery's
+    finally:
+        if case == "other file system":
+            shm.unlink()
+    if case != "same file":
+        assert out.read_bytes() == payload(1000)
