@@ -3,15 +3,17 @@ to call").
 
 Most of what a web server sends is a small regular file into a client's
 socket, and most of those go in one ``sendfile(2)``: the socket buffer has
-room (a small file copy, in one ``copy_file_range(2)``, likewise). There, the general machinery (the endpoints, the path table, the
-pumps, the steps and their driver) costs more than the syscalls do
-(callgrind, CPython 3.11: about 48,000 instructions a call beside 22,000
-for the syscalls' own wrappers; benchmarks/RESULTS.md). :func:`at_once`
-makes the calls the §1 rules need for that one case and nothing else. All
-that does not fit it goes to the machinery: any other kind of end or
-argument, an error, a refusal, before a byte moved (it returns ``None``
-and has changed nothing); a socket buffer that fills, once some bytes
-moved (it returns a :class:`Rest`: what is left, and from where).
+room (a small file copy goes in one ``copy_file_range(2)`` likewise).
+There, the general machinery (the endpoints, the path table, the pumps,
+the steps and their driver) costs more than the syscalls do (callgrind,
+CPython 3.11: about 48,000 instructions a call beside 22,000 for the
+syscalls' own wrappers; benchmarks/RESULTS.md). :func:`at_once` makes the
+calls the §1 rules need for that case and nothing else. All that does not
+fit it goes to the machinery: any other kind of end or argument, or an
+error, before a byte moved (it returns ``None`` and has changed nothing);
+a socket buffer that fills or a short copy once some bytes moved, or a
+path the kernel refused (it returns a :class:`Rest`: what is left, from
+where, and what not to ask again).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import NamedTuple, Union
 from . import _libc
 from ._endpoint import FdLike, file_position, push_tail
 from ._errors import annotate
-from ._pump import MAX_CALL, ProgressCallback
+from ._pump import MAX_CALL, CopyRangePump, ProgressCallback, SendfilePump, _Pump
 from ._transfer import Transfer
 
 _KERNEL_MAX = 2**63 - 1
@@ -43,6 +45,9 @@ class Rest(NamedTuple):
     moved: int
     offset: int
     left: int | None
+    refused: type[_Pump] | None = None
+    """The kernel path the attempt found refused (nothing moved then): the
+    machinery does not ask the kernel again."""
 
 
 def _plain_int(value: int, low: int) -> bool:
@@ -69,7 +74,8 @@ def at_once(
     having changed nothing but flushed ``dst``, when this is not that case
     (the machinery then does all of it); a :class:`Rest` when bytes moved
     and the socket would block or the copy came up short (the flags
-    restored, the file position just past them). An exception raised once
+    restored, the file position just past them), or when the kernel
+    refused the path before a byte moved. An exception raised once
     bytes moved (``on_progress``'s, a signal's) carries ``.transferred``,
     with the flags restored and the position set.
     """
@@ -121,8 +127,13 @@ def at_once(
     try:
         try:
             n = _move(to_socket, fd, start, out, ask)
-        except OSError:
-            return None  # nothing moved: the machinery decides (or falls back)
+        except OSError as exc:
+            # Nothing moved: the machinery decides, and falls back without
+            # asking again where the kernel refused this path for the pair.
+            pump = SendfilePump if to_socket else CopyRangePump
+            if exc.errno in pump._refusals:
+                return Rest(0, start, count, pump)
+            return None
         if n <= 0:
             return None  # full (AGAIN) or nothing there after all
         moved = n
@@ -194,6 +205,6 @@ def begin(
         if done is not None:
             return Transfer(
                 src, dst, timeout, done.left, done.offset, on_progress, fallback,
-                done.moved,
+                done.moved, done.refused,
             )  # fmt: skip
     return Transfer(src, dst, timeout, count, offset, on_progress, fallback)

@@ -53,6 +53,7 @@ class Transfer:
         on_progress: ProgressCallback,
         fallback: bool,
         moved: int = 0,
+        refused: type[_Pump] | None = None,
     ) -> None:
         if count is not None:
             _check_count("count", count)
@@ -83,6 +84,8 @@ class Transfer:
         """Bytes already in ``dst`` (written at once by :mod:`bytepump._quick`
         before ``dst`` filled up): counted in the result and ``.transferred``."""
         path, self.why_not = kernel_path(self.src, self.dst)
+        if refused is not None:  # the kernel said so already (_quick)
+            path = tuple(pump for pump in path if pump is not refused)
         self.pumps: tuple[type[_Pump], ...] = (*path, CopyPump) if fallback else path
         """The pumps to try in turn: the pair's kernel paths, then the
         user-space copy unless the caller said ``fallback=False``."""
