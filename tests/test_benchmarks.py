@@ -71,7 +71,7 @@ def test_zip_scenario_prints_its_table_and_targets(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "zip of 5 \N{MULTIPLICATION SIGN} 256 KiB from nginx" in done.stdout
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines()]
-    names = [row[0].strip() for row in rows if len(row) == 4]
+    names = [row[0].strip() for row in rows if len(row) == 5]
     assert names[2:] == ["ZipArchive.splice_to", "zipstream-ng + urllib3"]
     [stored] = tmp_path.glob("*.json")
     document = json.loads(stored.read_text())
