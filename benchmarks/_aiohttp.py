@@ -22,6 +22,7 @@ CONTENDERS = ("bytepump", "aiohttp", "nginx")
 
 class Proxies(_wsgi.Proxies):
     contenders = CONTENDERS
+    directory = "aiohttp"
 
     def app_command(self, port: int) -> list[str]:
         return [sys.executable, "-m", "_aiohttp_app", str(port)]

@@ -112,6 +112,44 @@ def _wait_listening(port: int, process: subprocess.Popen, timeout: float = 30) -
     raise RuntimeError(f"nothing listening on port {port} after {timeout} s")
 
 
+def spawn(
+    command: list[str], port: int, cwd: str, env: Any = None
+) -> subprocess.Popen[bytes]:
+    """Start a server (its output discarded: one log line per request is
+    not measured) and wait until it listens on ``port``."""
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=cwd,
+        env=env,
+    )
+    try:
+        _wait_listening(port, process)
+    except BaseException:
+        stop_all([process])
+        raise
+    return process
+
+
+def nginx_command(
+    work: str, name: str, template: str, **values: Any
+) -> tuple[list[str], int]:
+    """The command line of an nginx whose configuration ``work/NAME.conf``
+    is ``template`` filled with ``values``, the work directory, nginx's
+    temporary paths inside it and a free port; and that port."""
+    port = _free_port()
+    conf = os.path.join(work, f"{name}.conf")
+    with open(conf, "w") as f:
+        f.write(
+            template.format(
+                dir=work, port=port, temp_paths=_TEMP_PATHS.format(dir=work), **values
+            )
+        )
+    return [NGINX, "-p", work, "-c", conf], port
+
+
 def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
     """Terminate the servers a scenario started (all at once), killing any
     that lingers."""
@@ -149,15 +187,8 @@ class Servers:
         stdlib = [sys.executable, "-m", "http.server", "-b", "127.0.0.1"]
         self._spawn("http.server", [*stdlib, "-d", self.www, "{port}"])
         if os.path.exists(NGINX):
-            conf = os.path.join(self.work, "nginx.conf")
-            port = _free_port()
-            with open(conf, "w") as f:
-                paths = _TEMP_PATHS.format(dir=self.work)
-                conf_text = _NGINX_CONF.format(
-                    dir=self.work, port=port, www=self.www, temp_paths=paths
-                )
-                f.write(conf_text)
-            self._spawn("nginx", [NGINX, "-p", self.work, "-c", conf], port)
+            command, port = nginx_command(self.work, "nginx", _NGINX_CONF, www=self.www)
+            self._spawn("nginx", command, port)
         else:
             notes.append("nginx not installed: its column is empty")
         return notes
@@ -165,15 +196,7 @@ class Servers:
     def _spawn(self, key: str, command: list[str], port: int | None = None) -> None:
         port = port or _free_port()
         command = [part.replace("{port}", str(port)) for part in command]
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,  # one log line per request: not measured
-            cwd=self.work,
-        )
-        self._processes.append(process)
-        _wait_listening(port, process)
+        self._processes.append(spawn(command, port, self.work))
         self.ports[key] = port
 
     def close(self) -> None:

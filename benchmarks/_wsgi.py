@@ -22,12 +22,12 @@ from typing import Any, Callable
 
 from _http import (
     _NGINX_CONF,
-    _TEMP_PATHS,
     NGINX,
     WRK,
     Case,
     _free_port,
-    _wait_listening,
+    nginx_command,
+    spawn,
     stop_all,
     wrk,
 )
@@ -107,8 +107,11 @@ class Proxies:
     """The origin nginx, the proxying nginx and gunicorn, started over one
     directory of random objects."""
 
+    directory = "wsgi"
+    """Inside the benchmark's work directory: one per scenario."""
+
     def __init__(self, work: str) -> None:
-        self.work = os.path.join(work, "wsgi")
+        self.work = os.path.join(work, self.directory)
         www = os.path.join(self.work, "www")
         os.makedirs(www)
         for name, size in OBJECTS.items():
@@ -122,31 +125,13 @@ class Proxies:
         self._processes: list[subprocess.Popen[bytes]] = []
 
     def _nginx(self, name: str, template: str, **values: Any) -> int:
-        port = _free_port()
-        conf = os.path.join(self.work, f"{name}.conf")
-        with open(conf, "w") as f:
-            f.write(
-                template.format(
-                    dir=self.work,
-                    port=port,
-                    temp_paths=_TEMP_PATHS.format(dir=self.work),
-                    **values,
-                )
-            )
-        self._spawn([NGINX, "-p", self.work, "-c", conf], port)
+        command, port = nginx_command(self.work, name, template, **values)
+        self._spawn(command, port)
         return port
 
     def _spawn(self, command: list[str], port: int, env: Any = None) -> int:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=self.work,
-            env=env,
-        )
+        process = spawn(command, port, self.work, env)
         self._processes.append(process)
-        _wait_listening(port, process)
         return process.pid
 
     contenders = CONTENDERS

@@ -8,6 +8,7 @@ loop, the same splice calls in a C loop).
     python3 benchmarks/run.py --http-only # wrk against serve, nginx, http.server
     python3 benchmarks/run.py --wsgi-only # wrk: edge include under gunicorn
     python3 benchmarks/run.py --aiohttp-only  # wrk: edge include under aiohttp
+    python3 benchmarks/run.py --zip-only  # a zip of nginx objects into a socket
     pypy3 benchmarks/run.py --quick
 
 Scenarios: file → TCP, TCP → TCP, TCP → file, pipe → file, file → file and
@@ -49,6 +50,7 @@ import _http  # noqa: E402
 import _percall  # noqa: E402
 import _report  # noqa: E402
 import _wsgi  # noqa: E402
+import _zip  # noqa: E402
 from _ends import SCENARIOS, Bench, Scenario  # noqa: E402
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -287,6 +289,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-per-call", action="store_true", help="skip the per-call scenario"
     )
+    zip_group = parser.add_mutually_exclusive_group()
+    zip_group.add_argument("--no-zip", action="store_true", help="no zip scenario")
+    zip_group.add_argument(
+        "--zip-only", action="store_true", help="the zip scenario alone, any mode"
+    )
+    parser.add_argument(
+        "--zip-objects", type=int, help="objects in the zip scenario's archive"
+    )
     return parser.parse_args(argv)
 
 
@@ -305,6 +315,8 @@ def _only(args: argparse.Namespace) -> str | None:
 
 
 def _wrk_wanted(args: argparse.Namespace, plan: Plan, name: str) -> bool:
+    if args.zip_only:
+        return False
     only = _only(args)
     if only is not None:
         return only == name
@@ -352,9 +364,11 @@ def measure(
     work: str,
     notes: list[str],
     per_call: list[dict[str, Any]],
+    zipped: dict[str, Any],
 ):
     """Every cell of the plan, in order of size (small ones warm the JIT),
-    then the per-call scenario into ``per_call``."""
+    then the per-call scenario into ``per_call`` and the zip scenario into
+    ``zipped`` (only that with ``--zip-only``)."""
     c_loop, why = _cref.build(work)
     contenders, missing = _contenders.available(c_loop)
     notes += missing
@@ -367,7 +381,7 @@ def measure(
         print(f"note: {note}", file=sys.stderr)
     cells: list[Cell] = []
     try:
-        for size, runs in plan.runs.items():
+        for size, runs in {} if args.zip_only else plan.runs.items():
             bench.write_data(size)
             for scenario in plan.scenarios:
                 label = f"{scenario.title}, {_report.size_label(size)}"
@@ -377,10 +391,17 @@ def measure(
                 warmup = plan.warmup[size] if cells else plan.first_warmup(size)
                 run_cells(bench, here, runs, warmup)
                 cells += here
-        if not args.no_per_call:
+        if not (args.no_per_call or args.zip_only):
             per_call[:] = _percall.measure(
                 bench, work, plan.mode, args.runs, args.warmup
             )
+        if not args.no_zip:
+            zipped.update(
+                _zip.measure(
+                    bench, work, plan.mode, args.runs, args.warmup, args.zip_objects
+                )
+            )
+            notes += zipped["notes"]
     finally:
         bench.close()
     return cells
@@ -405,8 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     served: dict[str, dict[str, Any]] = {}
     per_call: list[dict[str, Any]] = []
+    zipped: dict[str, Any] = {}
     try:
-        cells = [] if _only(args) else measure(args, plan, work, notes, per_call)
+        cells = (
+            [] if _only(args) else measure(args, plan, work, notes, per_call, zipped)
+        )
         for name, (module, _) in WRK_SCENARIOS.items():
             if _wrk_wanted(args, plan, name):
                 served[name] = module.run(work, args.http_rounds, args.http_seconds)
@@ -422,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     if share > 0.05:
         notes.append("WARNING: the machine was not quiet; figures may be skewed")
     cells_out = [c.as_dict() for c in cells]
-    return report(args, plan, cells_out, notes, wall, per_call, served)
+    return report(args, plan, cells_out, notes, wall, per_call, served, zipped)
 
 
 def report(
@@ -433,13 +457,18 @@ def report(
     wall: float,
     per_call: list[dict[str, Any]],
     served: dict[str, dict[str, Any]] | None = None,
+    zipped: dict[str, Any] | None = None,
 ) -> int:
     served = served or {}
+    zipped = zipped or {}
     results = _report.Results(cells)
     other_impl = "pypy" if IMPL == "cpython" else "cpython"
     other = _report.latest(args.results_dir, other_impl, plan.mode)
-    found = [] if _only(args) else _report.targets(results, IMPL, other)
+    skip_cells = _only(args) or args.zip_only
+    found = [] if skip_cells else _report.targets(results, IMPL, other)
     found += _percall.targets(per_call)
+    if zipped.get("rows"):
+        found += _zip.targets(zipped)
     for name, result in served.items():
         found += WRK_SCENARIOS[name][0].targets(result)
     info = machine()
@@ -452,6 +481,8 @@ def report(
         print(f"\n{_report.table(results, plan.runs)}")
     if per_call:
         print(f"\n{_percall.table(per_call)}")
+    if zipped.get("rows"):
+        print(f"\n{_zip.table(zipped)}")
     for name, result in served.items():
         if result["runs"]:
             module, what = WRK_SCENARIOS[name]
@@ -469,6 +500,7 @@ def report(
         "notes": notes,
         "cells": cells,
         "per_call": per_call,
+        "zip": zipped,
         "targets": [t.as_dict() for t in found],
         **served,
     }

@@ -395,6 +395,16 @@ def body_framing(head: ResponseHead) -> Framing:
     return Framing(False, int(values.pop()))
 
 
+def keeps_alive(head: ResponseHead) -> bool:
+    """Whether the connection may carry another request once this
+    response's body has ended (RFC 9112 9.3): HTTP/1.1, without the
+    ``close`` connection option."""
+    if head.version != "HTTP/1.1":
+        return False
+    options = head.headers.get_all("Connection") or ()
+    return "close" not in {o.strip().lower() for v in options for o in v.split(",")}
+
+
 class ContentRange(NamedTuple):
     first: int
     last: int

@@ -35,6 +35,7 @@ from ._errors import (
     mark_upstream,
 )
 from ._http1 import HeaderPairs, LineReader, Origin, ResponseHead
+from ._origins import Origins
 from ._pump import ProgressCallback
 from ._transfer import Steps, T, Transfer, steps
 from ._waiters import READ, WRITE, Wait, check_timeout
@@ -332,6 +333,11 @@ class Fetch:
     byte it wants is ``offset + delivered`` of the object, whichever
     connection brings it. ``_pos`` is the object offset of the next body
     byte in the socket.
+
+    ``connections``: an :class:`~bytepump._origins.Origins` to take idle
+    cleartext connections from and give them back to, kept alive across
+    the fetches of one job (see there); without it, every request says
+    ``Connection: close``, as DESIGN §2 has it.
     """
 
     def __init__(
@@ -346,6 +352,7 @@ class Fetch:
         max_redirects: int,
         suffix: int | None = None,
         if_range: str | None = None,
+        connections: Origins | None = None,
     ) -> None:
         _check_count("offset", offset)
         _check_count("retries", retries)
@@ -399,6 +406,9 @@ class Fetch:
         """Where the current response's body stops being delivered."""
         self._pos = 0
         self._devnull = -1
+        self._connections = connections
+        self._reusable = False
+        """Whether the current response lets its connection be kept."""
 
     @property
     def connects(self) -> bool:
@@ -498,16 +508,32 @@ class Fetch:
             sock.close()
             raise
         self._sock = sock
+        self._reusable = self._keeping and _http1.keeps_alive(head)
+
+    @property
+    def _keeping(self) -> bool:
+        """Whether connections to the current origin are kept alive."""
+        return self._connections is not None and self.origin.scheme == "http"
 
     def _move_body(self) -> Steps[None]:
-        """Deliver the current response's body, then close its socket."""
+        """Deliver the current response's body, then close its socket, or
+        give it back to the connections kept alive when the body was read
+        to the exact end of its framing."""
         sock = self._sock
-        with sock:
+        try:
             if self._framing.chunked:
-                yield from self._chunked_body(sock)
+                ended = yield from self._chunked_body(sock)
             else:
-                yield from self._segment(sock, self._framing.length)
+                taken = yield from self._segment(sock, self._framing.length)
+                ended = taken == self._framing.length
+        except BaseException:
+            sock.close()
+            raise
         self._sock = None
+        if ended and self._reusable and self._connections is not None:
+            self._connections.give(self.origin, sock)
+        else:
+            sock.close()
         reached = self.offset + self.delivered
         if self.limit is not None and reached < self.limit:
             # A well-framed but short response (a resumed 206 covering less
@@ -528,8 +554,9 @@ class Fetch:
             ("User-Agent", _user_agent()),
             # No content coding: offsets and Range count the object's bytes.
             ("Accept-Encoding", "identity"),
-            ("Connection", "close"),
         ]
+        if not self._keeping:
+            fields.append(("Connection", "close"))
         if self.suffix is not None:
             fields.append(("Range", f"bytes=-{self.suffix}"))
         elif self._ranged(want):
@@ -546,17 +573,54 @@ class Fetch:
         and its socket, positioned at the first body byte."""
         while True:
             request = _http1.build_request(self.origin, self._request_fields(want))
-            addresses = self._resolve(self.origin)
-            sock = yield from _connect(self.origin, addresses, request)
-            try:
-                head = yield from self._final_head(sock)
-            except BaseException:
-                sock.close()
-                raise
+            head, sock = yield from self._exchange(request)
             if head.status in ACCEPTED:
                 return head, sock
             sock.close()
             self._follow(head)
+
+    def _exchange(self, request: bytes) -> Steps[tuple[ResponseHead, Any]]:
+        """Send ``request`` and read its final head: on an idle kept-alive
+        connection if there is one, else, or if the origin had closed that
+        one before answering a byte, on a new connection."""
+        if self._keeping and self._connections is not None:
+            sock = self._connections.take(self.origin)
+            if sock is not None and (yield from self._answered(sock, request)):
+                return (yield from self._head_of(sock)), sock
+        addresses = self._resolve(self.origin)
+        sock = yield from _connect(self.origin, addresses, request)
+        return (yield from self._head_of(sock)), sock
+
+    def _answered(self, sock: Any, request: bytes) -> Steps[bool]:
+        """Send ``request`` on an idle kept-alive connection and wait for
+        the first byte of the answer. False, the socket closed, when the
+        origin closed or reset the connection instead (an origin may drop
+        an idle connection at any time, RFC 9112 9.5); other errors are
+        raised, the socket closed."""
+        try:
+            with _origin_side():
+                yield from _send_all(sock, request, f"{self._who} (request)")
+                what = f"{self._who} (response head)"
+                peeked = yield from _retry(
+                    sock.fileno(), READ, what, sock.recv, 1, _PEEK
+                )
+        except ConnectionError:
+            peeked = b""
+        except BaseException:
+            sock.close()
+            raise
+        if not peeked:
+            sock.close()
+        return bool(peeked)
+
+    def _head_of(self, sock: Any) -> Steps[ResponseHead]:
+        """The final response head on ``sock``; the socket is closed if
+        that fails."""
+        try:
+            return (yield from self._final_head(sock))
+        except BaseException:
+            sock.close()
+            raise
 
     def _ranged(self, want: int) -> bool:
         """Whether the request for byte ``want`` onward carries a Range."""
@@ -694,7 +758,9 @@ class Fetch:
 
     # -- bodies --
 
-    def _chunked_body(self, sock: Any) -> Steps[None]:
+    def _chunked_body(self, sock: Any) -> Steps[bool]:
+        """Deliver a chunked body up to the end of what is wanted; returns
+        whether the body was read to its end (last chunk and trailers)."""
         decoder = _http1.ChunkedDecoder()
         while not decoder.done and (self._stop is None or self._pos < self._stop):
             if decoder.data_due:
@@ -705,6 +771,7 @@ class Fetch:
                 assert reader is not None  # no data due: a line is
                 yield from _read_unit(sock, reader, self._who)
                 decoder.unit_read()
+        return decoder.done
 
     def _segment(self, sock: Any, size: int | None) -> Steps[int]:
         """Move the next ``size`` body bytes (``None``: until the origin

@@ -9,8 +9,9 @@ download. The records come from the sans-IO encoder of :mod:`bytepump._zip`
 (the same one :class:`~bytepump.ZipStreamer` uses, so the predicted size is
 the written one); the entries' data is spliced from files
 (:func:`bytepump.splice_to` with ``offset`` and ``count``) and origins
-(:func:`bytepump.splice_from` with ``offset`` and ``length``), never
-entering Python.
+(:func:`bytepump.splice_from` with ``offset`` and ``length``, over
+connections kept alive from one entry to the next within a ``splice_to``),
+never entering Python.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, NamedTuple, Union
 from . import _zip
 from ._endpoint import SOCKET, Endpoint, FdLike, _fileno, _is_ssl_socket
 from ._errors import HTTPStatusError, annotate
+from ._origins import Origins
 from ._pump import ProgressCallback
 from ._transfer import Steps, Transfer, steps
 from ._waiters import check_timeout
@@ -274,7 +276,9 @@ class ZipArchive:
         :func:`bytepump.splice_to`, which moves the files' data with
         ``offset`` and ``count``; URLs go through
         :func:`bytepump.splice_from` with ``offset`` and ``length`` (so an
-        origin's broken connection is resumed). The records are rebuilt
+        origin's broken connection is resumed), except that the call keeps
+        cleartext origin connections alive from one entry to the next and
+        closes them all before it returns. The records are rebuilt
         from the plan and written from Python; nothing outside the window
         reaches ``dst``. A file source's position ends just past the last
         byte taken from it. ``timeout`` is the inactivity limit of every
@@ -330,6 +334,7 @@ class ZipArchive:
         on_progress: ProgressCallback,
     ) -> Steps[int]:
         done = 0
+        connections = Origins()
 
         def wrote(n: int) -> None:
             nonlocal done
@@ -354,7 +359,13 @@ class ZipArchive:
                 planned = self._planned[piece.member]
                 try:
                     moved = yield from self._data(
-                        planned, target, first, stop - first, timeout, on_progress
+                        planned,
+                        target,
+                        first,
+                        stop - first,
+                        timeout,
+                        on_progress,
+                        connections,
                     )
                 except BaseException as exc:
                     done += getattr(exc, "transferred", 0)
@@ -370,6 +381,7 @@ class ZipArchive:
             annotate(exc, done)
             raise
         finally:
+            connections.close()
             dst.restore()
         return done
 
@@ -381,8 +393,10 @@ class ZipArchive:
         count: int,
         timeout: float | None,
         on_progress: ProgressCallback,
+        connections: Origins,
     ) -> Steps[int]:
-        """Move ``count`` bytes of an entry's data from its byte ``offset``."""
+        """Move ``count`` bytes of an entry's data from its byte ``offset``
+        (a URL's over ``connections``)."""
         entry = planned.entry
         if entry._kind == _URL:
             known = self._validators.get(entry)
@@ -394,6 +408,7 @@ class ZipArchive:
                 headers=None if known is None else [_precondition(known)],
                 retries=3,
                 max_redirects=5,
+                connections=connections,
             )
             return (yield from self._fetched(planned, job, dst, on_progress))
         with opened_file(entry.source, entry.name) as (obj, st):

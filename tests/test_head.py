@@ -25,6 +25,7 @@ from bytepump._http1 import (
     body_framing,
     build_request,
     check_headers,
+    keeps_alive,
     parse_chunk_line,
     parse_content_range,
     parse_head,
@@ -451,6 +452,24 @@ def head_with(*fields: str, version: str = "HTTP/1.1", status: int = 200):
 )
 def test_framing(fields, version, chunked, length):
     assert body_framing(head_with(*fields, version=version)) == (chunked, length)
+
+
+@pytest.mark.parametrize(
+    "fields, version, kept",
+    [
+        ((), "HTTP/1.1", True),
+        (("Connection: keep-alive",), "HTTP/1.1", True),
+        (("Connection: close",), "HTTP/1.1", False),
+        (("Connection: Keep-Alive, CLOSE",), "HTTP/1.1", False),
+        (("Connection: upgrade", "Connection:  close "), "HTTP/1.1", False),
+        ((), "HTTP/1.0", False),
+        (("Connection: keep-alive",), "HTTP/1.0", False),
+    ],
+)
+def test_keeps_alive(fields, version, kept):
+    """RFC 9112 9.3: only HTTP/1.1 persists, unless it says close (in any
+    case, among other options, in any of its Connection fields)."""
+    assert keeps_alive(head_with(*fields, version=version)) is kept
 
 
 @pytest.mark.parametrize(

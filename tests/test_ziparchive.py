@@ -30,7 +30,9 @@ from conftest import (
     SIZES,
     UNSAFE_ZIP_NAMES,
     WAIT,
+    OriginRequest,
     check_zip,
+    open_fds,
     payload,
     sha,
     tool,
@@ -677,3 +679,230 @@ def test_origin_object_replaced_between_windows(origin, tmp_path):
         archive.splice_to(dst, start=100)
     assert len(whole) == archive.size
     assert origin.connections == 2
+
+
+# --- origin connections kept alive across the URL entries of one call ---
+
+N_URLS = 12
+
+
+def read_request(rfile) -> OriginRequest | None:
+    """The next request head on a kept-alive connection (None at its end)."""
+    import http.client
+
+    line = rfile.readline(65537)
+    if not line:
+        return None
+    headers = http.client.parse_headers(rfile)
+    return OriginRequest(line.decode("latin-1").rstrip("\r\n"), headers)
+
+
+class KeptAlive:
+    """A FaultOrigin handler answering ranged GETs of ``objects`` (path →
+    bytes) one request after another on each connection, as nginx does;
+    ``quirk`` names the way it departs from that. ``requests`` records
+    (connection index, request) for every request received."""
+
+    def __init__(self, objects: dict[str, bytes], quirk: str | None = None) -> None:
+        self.objects = objects
+        self.quirk = quirk
+        self.requests: list[tuple[int, OriginRequest]] = []
+
+    def __call__(self, conn, request, index) -> None:
+        with conn.makefile("rb") as rfile:
+            served = 0
+            while request is not None:
+                self.requests.append((index, request))
+                if served and self.quirk in ("close-on-next", "reset-on-next"):
+                    if self.quirk == "reset-on-next":
+                        linger = struct.pack("ii", 1, 0)
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    return  # dropped unanswered: an origin's idle timeout
+                self.answer(conn, request)
+                served += 1
+                if self.quirk == "close-idle":
+                    return
+                request = read_request(rfile)
+                if self.quirk == "chunked" and request is not None:
+                    # The end of the last body, held back until now: a
+                    # client that took the connection for done reads it
+                    # as the next response's head.
+                    conn.sendall(b"\r\n0\r\n\r\n")
+
+    def answer(self, conn, request) -> None:
+        body = self.objects[request.target]
+        first, last = 0, len(body) - 1
+        rng = request.headers.get("Range")
+        if rng:
+            a, _, b = rng.split("=")[1].partition("-")
+            first, last = int(a), int(b) if b else last
+        version, status = "HTTP/1.1", "206 Partial Content"
+        fields = {"ETag": '"v1"'}
+        part = body[first : last + 1]
+        if self.quirk == "chunked":
+            # The whole object in one chunk, its end not sent yet.
+            status, part = "200 OK", body
+            fields["Transfer-Encoding"] = "chunked"
+            data = b"%x\r\n%s" % (len(part), part)
+        else:
+            fields["Content-Range"] = f"bytes {first}-{last}/{len(body)}"
+            fields["Content-Length"] = str(len(part))
+            data = part
+        if self.quirk == "connection-close":
+            fields["Connection"] = "close"
+        if self.quirk == "http/1.0":
+            version = "HTTP/1.0"
+        if self.quirk == "stray":
+            data += b"HTTP/1.1 200 OK\r\n"  # bytes past the body's end
+        head = f"{version} {status}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in fields.items()
+        )
+        conn.sendall(head.encode() + b"\r\n" + data)
+
+
+def url_archive(base_url: str, objects: dict[str, bytes]) -> ZipArchive:
+    entries = [ZipEntry("local.txt", b"first, inline")]
+    entries += [
+        ZipEntry(f"web{path}", base_url + path, size=len(body), crc32=zlib.crc32(body))
+        for path, body in objects.items()
+    ]
+    return ZipArchive(entries, modified=WHEN)
+
+
+def planned_bytes(objects: dict[str, bytes], tmp_path: Path) -> bytes:
+    """The whole archive url_archive plans, built from inline data."""
+    entries = [ZipEntry("local.txt", b"first, inline")]
+    entries += [ZipEntry(f"web{path}", body) for path, body in objects.items()]
+    return write_whole(ZipArchive(entries, modified=WHEN), tmp_path / "planned.zip")
+
+
+def some_objects() -> dict[str, bytes]:
+    return {f"/o{i}": payload(1000 + 37 * i) for i in range(N_URLS)}
+
+
+@pytest.fixture
+def connects(monkeypatch) -> list[int]:
+    """Counts the origin connections bytepump makes (one item each)."""
+    from bytepump import edge
+
+    made: list[int] = []
+    real = edge._connect_any
+
+    def counting(addresses, what):
+        made.append(1)
+        return (yield from real(addresses, what))
+
+    monkeypatch.setattr(edge, "_connect_any", counting)
+    return made
+
+
+def test_one_connection_to_nginx_for_many_url_entries(nginx, connects, tmp_path):
+    size = ORIGIN_FILES["small.bin"]
+    crc = zlib.crc32(payload(size))
+    entries = [
+        ZipEntry(f"n{i}.bin", nginx.url("/small.bin"), size=size, crc32=crc)
+        for i in range(50)
+    ]
+    archive = ZipArchive(entries, modified=WHEN)
+    whole = write_whole(archive, tmp_path / "whole.zip")
+    check_zip(tmp_path / "whole.zip", {f"n{i}.bin": payload(size) for i in range(50)})
+    assert len(connects) == 1
+    # A window from the middle of one entry on: ranges over one connection.
+    start = archive._layout.pieces[7].start + 100
+    with open(tmp_path / "part", "wb") as dst:
+        assert archive.splice_to(dst, start=start) == archive.size - start
+    assert (tmp_path / "part").read_bytes() == whole[start:]
+    assert len(connects) == 2
+
+
+def test_requests_on_a_kept_alive_connection(origin, tmp_path):
+    objects = some_objects()
+    handler = KeptAlive(objects)
+    origin.serve(handler)
+    archive = url_archive(origin.url(""), objects)
+    planned = planned_bytes(objects, tmp_path)
+    with open(tmp_path / "out", "wb") as dst:
+        assert archive.splice_to(dst) == len(planned)
+    assert sha((tmp_path / "out").read_bytes()) == sha(planned)
+    origin.wait_idle()
+    assert origin.connections == 1
+    assert [r.target for _, r in handler.requests] == list(objects)
+    for _, request in handler.requests:
+        assert request.headers.get("Connection") is None
+        assert request.headers["Range"].startswith("bytes=0-")
+
+
+@pytest.mark.parametrize(
+    "quirk",
+    [
+        "close-idle",
+        "close-on-next",
+        "reset-on-next",
+        "connection-close",
+        "http/1.0",
+        "chunked",
+        "stray",
+    ],
+)
+def test_connections_not_used_again(origin, quirk, tmp_path):
+    """An origin that drops a kept-alive connection, before or on the next
+    request (that request goes again on a new connection), a response that
+    says it closes, an HTTP/1.0 one, a body not read to its end (its last
+    chunk unread), bytes past a body's end: one connection per entry, and
+    the archive is the planned one, byte for byte."""
+    objects = some_objects()
+    origin.serve(KeptAlive(objects, quirk))
+    archive = url_archive(origin.url(""), objects)
+    with open(tmp_path / "out", "wb") as dst:
+        assert archive.splice_to(dst) == archive.size
+    assert sha((tmp_path / "out").read_bytes()) == sha(planned_bytes(objects, tmp_path))
+    origin.wait_idle()
+    assert origin.connections == N_URLS
+
+
+def test_kept_alive_on_the_event_loop(origin, endpoints, tmp_path):
+    import asyncio
+
+    import bytepump.aio
+
+    objects = some_objects()
+    origin.serve(KeptAlive(objects))
+    archive = url_archive(origin.url(""), objects)
+    sink = endpoints.sink("tcp", nonblocking=True)
+
+    async def main() -> int:
+        return await bytepump.aio.drive(
+            archive.steps(sink.obj, (0, None), 30.0, None), 30.0
+        )
+
+    assert asyncio.run(main()) == archive.size
+    assert sha(sink.received()) == sha(planned_bytes(objects, tmp_path))
+    origin.wait_idle()
+    assert origin.connections == 1
+
+
+def test_no_descriptor_left_by_kept_alive_connections(origin, tmp_path):
+    """Every kept connection is closed when splice_to returns, and when it
+    raises (an entry whose origin object changed size: ValueError)."""
+    objects = some_objects()
+    origin.serve(KeptAlive(objects))
+    archive = url_archive(origin.url(""), objects)
+    changed = dict(objects)
+    changed[list(objects)[5]] = b"shorter"
+    wrong = url_archive(origin.url(""), changed)
+
+    def fds() -> int:
+        origin.wait_idle()  # the origin's ends are this process's too
+        return open_fds()
+
+    with open(tmp_path / "out", "wb") as dst:
+        archive.splice_to(dst)  # the pipe pool and imports settle first
+        before = fds()
+        for _ in range(3):
+            archive.splice_to(dst)
+            assert fds() == before
+            with pytest.raises(ValueError, match="/o5") as info:
+                wrong.splice_to(dst)
+            assert info.value.transferred > 0
+            assert fds() == before
+    assert origin.connections == 1 + 3 * 2
