@@ -114,8 +114,9 @@ class RequestReader:
         """Whether a request line was seen (empty lines before it are not)."""
         self.rest = b""
 
-    def feed(self, data: bytes) -> RequestHead | None:
-        """Take ``data``; returns the head once it is complete, else None."""
+    def feed(self, data: bytes | memoryview) -> RequestHead | None:
+        """Take ``data`` (copied); returns the head once it is complete,
+        else None."""
         buf = self._buf
         buf += data
         while True:
