@@ -658,7 +658,7 @@ class Fetch:
 
     def _follow(self, head: ResponseHead) -> None:
         """Move to a redirect's target, or raise HTTPStatusError."""
-        location = head.headers.get("Location")
+        location = head.get("Location")
         if head.status not in _REDIRECTS or not location:
             raise HTTPStatusError(
                 f"origin answered {head.status} {head.reason} for {self.url}",
@@ -693,7 +693,7 @@ class Fetch:
         if head.status == 206:
             if not self._ranged(want):
                 raise ProtocolError("206 response to a request without Range")
-            value = head.headers.get("Content-Range")
+            value = head.get("Content-Range")
             if value is None:
                 raise ProtocolError("206 response without Content-Range")
             rng = _http1.parse_content_range(value)

@@ -211,9 +211,13 @@ def test_obs_fold_is_replaced_with_a_space():
 
 
 def test_too_many_fields_is_a_protocol_error():
-    fields = b"".join(b"X-%d: y\r\n" % i for i in range(200))
+    def head(n: int) -> bytes:
+        fields = b"".join(b"X-%d: y\r\n" % i for i in range(n))
+        return b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n"
+
+    assert len(parse_head(head(99)).headers) == 99  # what http.client takes
     with pytest.raises(ProtocolError):
-        parse_head(b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n")
+        parse_head(head(100))  # refused when read, not when headers is asked
 
 
 @pytest.mark.parametrize("driver", DRIVERS)
@@ -731,3 +735,40 @@ def test_fuzz_no_request_can_be_smuggled(path, headers):
     method, target, version = lines[0].split(b" ")
     assert (method, version) == (b"GET", b"HTTP/1.1")
     assert target.startswith(b"/") and target.isascii()
+
+
+_NAMES = st.sampled_from(["Content-Length", "ETag", "x-a", "X-A", "Connection", "Via"])
+_VALUES = st.binary(max_size=20).map(
+    lambda b: bytes(c for c in b if c == 9 or 32 <= c != 127).strip(b" \t")
+)
+
+
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=12))
+def test_get_and_get_all_answer_as_the_http_message(fields):
+    raw = b"HTTP/1.1 200 OK\r\n"
+    raw += b"".join(n.encode() + b": " + v + b"\r\n" for n, v in fields)
+    head = parse_head(raw + b"\r\n")
+    for name in ("content-length", "ETAG", "X-a", "connection", "via", "absent"):
+        assert head.get(name) == head.headers.get(name)
+        assert head.get_all(name) == (head.headers.get_all(name) or [])
+    assert head.get("absent", "d") == head.headers.get("absent", "d") == "d"
+
+
+def test_the_http_message_is_parsed_only_when_asked_for(monkeypatch):
+    import http.client
+
+    calls = []
+    real = http.client.parse_headers
+    monkeypatch.setattr(
+        http.client, "parse_headers", lambda fp: calls.append(1) or real(fp)
+    )
+    head = parse_head(b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "x"\r\n\r\n')
+    assert body_framing(head).length == 5 and validator(head) == '"x"'
+    assert calls == []
+    assert head.headers["content-length"] == "5"
+    assert head.headers is head.headers and calls == [1]
+
+
+def test_a_field_line_parse_headers_would_refuse_is_refused_at_once():
+    with pytest.raises(ProtocolError, match="64 KiB"):
+        parse_head(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 65536 + b"\r\n\r\n")
