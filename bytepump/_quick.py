@@ -71,8 +71,9 @@ def at_once(
     sendfile(2) into a socket, copy_file_range(2) into a file.
 
     Returns the bytes written when the transfer is complete; ``None``,
-    having changed nothing but flushed ``dst``, when this is not that case
-    (the machinery then does all of it); a :class:`Rest` when bytes moved
+    having changed nothing (but perhaps flushed ``dst``, as the machinery
+    would), when this is not that case (the machinery then does all of it);
+    a :class:`Rest` when bytes moved
     and the socket would block or the copy came up short (the flags
     restored, the file position just past them), or when the kernel
     refused the path before a byte moved. An exception raised once
@@ -125,6 +126,10 @@ def at_once(
         _libc.set_blocking(out, False)
     moved = 0
     try:
+        if not to_socket:
+            # Once the checks are passed, as in the machinery: its error is
+            # one of the transfer's, with .transferred.
+            dst.flush()  # type: ignore[union-attr]
         try:
             n = _move(to_socket, fd, start, out, ask)
         except OSError as exc:
@@ -169,9 +174,7 @@ def at_once(
 
 def _plain_file(dst: Dst, out: int, src_stat: os.stat_result) -> bool:
     """Whether the file object ``dst`` is a regular file that
-    copy_file_range may write: not ``O_APPEND``, not the source itself.
-    Flushes it first, so bytes it buffered go before the copied ones."""
-    dst.flush()  # type: ignore[union-attr]
+    copy_file_range may write: not ``O_APPEND``, not the source itself."""
     st = os.fstat(out)
     return (
         _S_ISREG(st.st_mode)

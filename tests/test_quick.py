@@ -7,6 +7,7 @@ moved or, once the socket filled, from where the attempt stopped.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -275,3 +276,31 @@ def test_a_file_destination_that_does_not_fit(tmp_path, case):
             shm.unlink()
     if case != "same file":
         assert out.read_bytes() == payload(1000)
+
+
+def test_a_failing_flush_of_the_destination_carries_transferred(tmp_path):
+    # As in the machinery (Transfer.start, inside steps): the flush is part
+    # of the transfer, so its error says that nothing was written.
+    path = tmp_path / "f"
+    path.write_bytes(payload(1000))
+    with open(path, "rb") as src, open("/dev/full", "wb") as dst:
+        dst.write(b"ab")
+        with pytest.raises(OSError, match="No space") as caught:
+            bytepump.splice_to(src, dst)
+        assert caught.value.transferred == 0
+        assert src.tell() == 0
+        with contextlib.suppress(OSError):
+            dst.close()  # its buffer still holds the two bytes
+
+
+def test_bad_input_fails_before_the_destination_is_flushed(tmp_path):
+    # The same file as src and dst is refused before a byte moves, the
+    # caller's buffered ones included (the machinery checks, then flushes).
+    path = tmp_path / "f"
+    path.write_bytes(payload(1000))
+    with open(path, "rb") as src, io.BufferedWriter(io.FileIO(path, "r+")) as dst:
+        dst.write(b"ab")
+        with pytest.raises(ValueError, match="same file"):
+            bytepump.splice_to(src, dst)
+        assert path.read_bytes() == payload(1000)
+    assert path.read_bytes()[:2] == b"ab"
