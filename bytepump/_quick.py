@@ -9,15 +9,17 @@ the steps and their driver) costs more than the syscalls do (callgrind,
 CPython 3.11: about 48,000 instructions a call beside 22,000 for the
 syscalls' own wrappers; benchmarks/RESULTS.md). :func:`at_once` makes the
 calls the §1 rules need for that case and nothing else. All that does not
-fit it goes to the machinery: any other kind of end or argument, or an
-error, before a byte moved (it returns ``None`` and has changed nothing);
-a socket buffer that fills or a short copy once some bytes moved, or a
-path the kernel refused (it returns a :class:`Rest`: what is left, from
-where, and what not to ask again).
+fit it goes to the machinery: any other kind of end or argument, or a
+socket with no room yet (it returns ``None`` and has changed nothing); a
+socket buffer that fills or a short copy once some bytes moved, or a path
+the kernel refused (it returns a :class:`Rest`: what is left, from where,
+and what not to ask again). Any other error of the kernel's is raised, as
+the machinery would raise it.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import socket
@@ -76,8 +78,9 @@ def at_once(
     a :class:`Rest` when bytes moved
     and the socket would block or the copy came up short (the flags
     restored, the file position just past them), or when the kernel
-    refused the path before a byte moved. An exception raised once
-    bytes moved (``on_progress``'s, a signal's) carries ``.transferred``,
+    refused the path before a byte moved. Another error of the kernel's is
+    raised as the machinery would raise it; that and an exception raised
+    once bytes moved (``on_progress``'s, a signal's) carry ``.transferred``,
     with the flags restored and the position set.
     """
     buffered = type(src) is io.BufferedReader
@@ -133,12 +136,17 @@ def at_once(
         try:
             n = _move(to_socket, fd, start, out, ask)
         except OSError as exc:
-            # Nothing moved: the machinery decides, and falls back without
-            # asking again where the kernel refused this path for the pair.
+            # Nothing moved: the machinery falls back without asking again
+            # where the kernel refused this path for the pair, and retries
+            # after a signal (PEP 475). Any other error is raised, as the
+            # machinery would: asking again may not get it again (a reset
+            # peer is ECONNRESET once, EPIPE after).
             pump = SendfilePump if to_socket else CopyRangePump
             if exc.errno in pump._refusals:
                 return Rest(0, start, count, pump)
-            return None
+            if exc.errno == errno.EINTR:
+                return None
+            raise
         if n <= 0:
             return None  # full (AGAIN) or nothing there after all
         moved = n

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import select
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +19,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MIB, WAIT, getfl, payload, position, read_to_eof, sha, tcp_pair
+from conftest import (
+    LINGER_0,
+    MIB,
+    WAIT,
+    getfl,
+    payload,
+    position,
+    read_to_eof,
+    sha,
+    tcp_pair,
+)
 
 import bytepump
 from bytepump import _quick
@@ -304,3 +316,27 @@ def test_bad_input_fails_before_the_destination_is_flushed(tmp_path):
             bytepump.splice_to(src, dst)
         assert path.read_bytes() == payload(1000)
     assert path.read_bytes()[:2] == b"ab"
+
+
+@pytest.mark.parametrize("mode", ["blocking", "timeout"])
+def test_an_error_in_the_attempt_is_the_one_the_kernel_gave(tmp_path, mode):
+    # A reset peer is reported once (ECONNRESET), then as EPIPE: the
+    # attempt must raise what it got, not leave the machinery to ask again.
+    path = tmp_path / "f"
+    path.write_bytes(payload(4096))
+    client, server = tcp_pair()
+    with open(path, "rb") as src, client, server:
+        if mode == "timeout":
+            client.settimeout(WAIT)
+        client.sendall(b"x")  # unread: the peer's close sends a reset
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+        server.close()
+        poll = select.poll()
+        poll.register(client, select.POLLERR)
+        assert poll.poll(WAIT * 1000)  # the reset has arrived
+        flags = getfl(client.fileno())
+        with pytest.raises(ConnectionResetError) as caught:
+            bytepump.splice_to(src, client)
+        assert caught.value.transferred == 0
+        assert getfl(client.fileno()) == flags
+        assert src.tell() == 0
