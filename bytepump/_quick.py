@@ -9,15 +9,17 @@ the steps and their driver) costs more than the syscalls do (callgrind,
 CPython 3.11: about 48,000 instructions a call beside 22,000 for the
 syscalls' own wrappers; benchmarks/RESULTS.md). :func:`at_once` makes the
 calls the §1 rules need for that case and nothing else. All that does not
-fit it goes to the machinery: any other kind of end or argument, or an
-error, before a byte moved (it returns ``None`` and has changed nothing);
-a socket buffer that fills or a short copy once some bytes moved, or a
-path the kernel refused (it returns a :class:`Rest`: what is left, from
-where, and what not to ask again).
+fit it goes to the machinery: any other kind of end or argument, or a
+socket with no room yet (it returns ``None`` and has changed nothing); a
+socket buffer that fills or a short copy once some bytes moved, or a path
+the kernel refused (it returns a :class:`Rest`: what is left, from where,
+and what not to ask again). Any other error of the kernel's is raised, as
+the machinery would raise it.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import socket
@@ -71,12 +73,14 @@ def at_once(
     sendfile(2) into a socket, copy_file_range(2) into a file.
 
     Returns the bytes written when the transfer is complete; ``None``,
-    having changed nothing but flushed ``dst``, when this is not that case
-    (the machinery then does all of it); a :class:`Rest` when bytes moved
+    having changed nothing (but perhaps flushed ``dst``, as the machinery
+    would), when this is not that case (the machinery then does all of it);
+    a :class:`Rest` when bytes moved
     and the socket would block or the copy came up short (the flags
     restored, the file position just past them), or when the kernel
-    refused the path before a byte moved. An exception raised once
-    bytes moved (``on_progress``'s, a signal's) carries ``.transferred``,
+    refused the path before a byte moved. Another error of the kernel's is
+    raised as the machinery would raise it; that and an exception raised
+    once bytes moved (``on_progress``'s, a signal's) carry ``.transferred``,
     with the flags restored and the position set.
     """
     buffered = type(src) is io.BufferedReader
@@ -125,15 +129,24 @@ def at_once(
         _libc.set_blocking(out, False)
     moved = 0
     try:
+        if not to_socket:
+            # Once the checks are passed, as in the machinery: its error is
+            # one of the transfer's, with .transferred.
+            dst.flush()  # type: ignore[union-attr]
         try:
             n = _move(to_socket, fd, start, out, ask)
         except OSError as exc:
-            # Nothing moved: the machinery decides, and falls back without
-            # asking again where the kernel refused this path for the pair.
+            # Nothing moved: the machinery falls back without asking again
+            # where the kernel refused this path for the pair, and retries
+            # after a signal (PEP 475). Any other error is raised, as the
+            # machinery would: asking again may not get it again (a reset
+            # peer is ECONNRESET once, EPIPE after).
             pump = SendfilePump if to_socket else CopyRangePump
             if exc.errno in pump._refusals:
                 return Rest(0, start, count, pump)
-            return None
+            if exc.errno == errno.EINTR:
+                return None
+            raise
         if n <= 0:
             return None  # full (AGAIN) or nothing there after all
         moved = n
@@ -169,9 +182,7 @@ def at_once(
 
 def _plain_file(dst: Dst, out: int, src_stat: os.stat_result) -> bool:
     """Whether the file object ``dst`` is a regular file that
-    copy_file_range may write: not ``O_APPEND``, not the source itself.
-    Flushes it first, so bytes it buffered go before the copied ones."""
-    dst.flush()  # type: ignore[union-attr]
+    copy_file_range may write: not ``O_APPEND``, not the source itself."""
     st = os.fstat(out)
     return (
         _S_ISREG(st.st_mode)

@@ -7,8 +7,11 @@ moved or, once the socket filled, from where the attempt stopped.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import select
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +19,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MIB, WAIT, getfl, payload, position, read_to_eof, sha, tcp_pair
+from conftest import (
+    LINGER_0,
+    MIB,
+    WAIT,
+    getfl,
+    payload,
+    position,
+    read_to_eof,
+    sha,
+    tcp_pair,
+)
 
 import bytepump
 from bytepump import _quick
@@ -275,3 +288,55 @@ def test_a_file_destination_that_does_not_fit(tmp_path, case):
             shm.unlink()
     if case != "same file":
         assert out.read_bytes() == payload(1000)
+
+
+def test_a_failing_flush_of_the_destination_carries_transferred(tmp_path):
+    # As in the machinery (Transfer.start, inside steps): the flush is part
+    # of the transfer, so its error says that nothing was written.
+    path = tmp_path / "f"
+    path.write_bytes(payload(1000))
+    with open(path, "rb") as src, open("/dev/full", "wb") as dst:
+        dst.write(b"ab")
+        with pytest.raises(OSError, match="No space") as caught:
+            bytepump.splice_to(src, dst)
+        assert caught.value.transferred == 0
+        assert src.tell() == 0
+        with contextlib.suppress(OSError):
+            dst.close()  # its buffer still holds the two bytes
+
+
+def test_bad_input_fails_before_the_destination_is_flushed(tmp_path):
+    # The same file as src and dst is refused before a byte moves, the
+    # caller's buffered ones included (the machinery checks, then flushes).
+    path = tmp_path / "f"
+    path.write_bytes(payload(1000))
+    with open(path, "rb") as src, io.BufferedWriter(io.FileIO(path, "r+")) as dst:
+        dst.write(b"ab")
+        with pytest.raises(ValueError, match="same file"):
+            bytepump.splice_to(src, dst)
+        assert path.read_bytes() == payload(1000)
+    assert path.read_bytes()[:2] == b"ab"
+
+
+@pytest.mark.parametrize("mode", ["blocking", "timeout"])
+def test_an_error_in_the_attempt_is_the_one_the_kernel_gave(tmp_path, mode):
+    # A reset peer is reported once (ECONNRESET), then as EPIPE: the
+    # attempt must raise what it got, not leave the machinery to ask again.
+    path = tmp_path / "f"
+    path.write_bytes(payload(4096))
+    client, server = tcp_pair()
+    with open(path, "rb") as src, client, server:
+        if mode == "timeout":
+            client.settimeout(WAIT)
+        client.sendall(b"x")  # unread: the peer's close sends a reset
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_0)
+        server.close()
+        poll = select.poll()
+        poll.register(client, select.POLLERR)
+        assert poll.poll(WAIT * 1000)  # the reset has arrived
+        flags = getfl(client.fileno())
+        with pytest.raises(ConnectionResetError) as caught:
+            bytepump.splice_to(src, client)
+        assert caught.value.transferred == 0
+        assert getfl(client.fileno()) == flags
+        assert src.tell() == 0
