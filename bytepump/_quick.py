@@ -169,15 +169,19 @@ def at_once(
         annotate(exc, moved)
         raise
     finally:
-        if switch:
-            _libc.set_blocking(out, True)
-        if moved:
-            if buffered:
-                src.seek(start + moved)  # type: ignore[union-attr]
-            else:
-                os.lseek(fd, start + moved, os.SEEK_SET)
-            if to_socket:
-                push_tail(out, dst)
+        # As the machinery's finish(): the position and the tail first, the
+        # caller's flags back whatever happens to those.
+        try:
+            if moved:
+                if buffered:
+                    src.seek(start + moved)  # type: ignore[union-attr]
+                else:
+                    os.lseek(fd, start + moved, os.SEEK_SET)
+                if to_socket:
+                    push_tail(out, dst)
+        finally:
+            if switch:
+                _libc.set_blocking(out, True)
 
 
 def _plain_file(dst: Dst, out: int, src_stat: os.stat_result) -> bool:
