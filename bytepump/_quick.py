@@ -155,7 +155,10 @@ def at_once(
         if n == ask and (count is None or count > moved):
             # Size comes from reading to the end, never from st_size alone.
             more = MAX_CALL if count is None else min(count - moved, MAX_CALL)
-            n = _move(to_socket, fd, start + moved, out, more)
+            try:
+                n = _move(to_socket, fd, start + moved, out, more)
+            except InterruptedError:  # cffi's EINTR: the machinery retries
+                n = _libc.AGAIN
             if n > 0:  # the file grew
                 moved += n
                 if on_progress is not None:

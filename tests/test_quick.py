@@ -340,3 +340,29 @@ def test_an_error_in_the_attempt_is_the_one_the_kernel_gave(tmp_path, mode):
         assert caught.value.transferred == 0
         assert getfl(client.fileno()) == flags
         assert src.tell() == 0
+
+
+def test_a_signal_in_the_end_of_file_call_leaves_the_rest_to_the_machinery(
+    tmp_path, monkeypatch
+):
+    # cffi (PyPy) raises InterruptedError where os.sendfile retries itself.
+    path = tmp_path / "f"
+    path.write_bytes(payload(4096))
+    calls = []
+    real = _quick._move
+
+    def move(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise InterruptedError(4, "Interrupted system call")
+        return real(*args)
+
+    monkeypatch.setattr(_quick, "_move", move)
+    seen = _spy(monkeypatch)
+    client, server = tcp_pair()
+    with open(path, "rb") as src, client, server:
+        assert bytepump.splice_to(src, client) == 4096
+        assert seen == [_quick.Rest(4096, 4096, None)]
+        assert src.tell() == 4096
+        client.close()
+        assert read_to_eof(server.fileno()) == payload(4096)
