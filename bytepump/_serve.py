@@ -161,8 +161,8 @@ class Connection:
         self.loop = asyncio.get_running_loop()
         self.fd = conn.fileno()
         # Where request bytes are received: one buffer per connection, not a
-        # new MAX_HEAD-byte one per recv (PyPy's major collections were
-        # paced by those allocations: the 4 KiB p99 on one connection).
+        # new MAX_HEAD-byte one per recv, twice a request (PyPy: ~15% more
+        # small requests a second on one connection, RESULTS.md).
         self._buffer = memoryview(bytearray(MAX_HEAD))
 
     async def run(self) -> None:
