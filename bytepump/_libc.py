@@ -88,7 +88,7 @@ _EPOLL_CTL_MOD = 3
 SOL_TCP = 6
 TCP_NODELAY = 1
 TCP_CORK = 3
-_SIOCOUTQ = 0x5411  # TIOCOUTQ's number, which sockets answer as SIOCOUTQ
+_SIOCOUTQ = termios.TIOCOUTQ  # sockets answer it as SIOCOUTQ
 _SIOCOUTQNSD = 0x894B
 
 AGAIN = -1

@@ -105,9 +105,7 @@ class _Pump:
         if self._offset is not None:
             self._offset += n
         self._remaining -= n
-        self.transferred += n
-        if self._on_progress is not None:
-            self._on_progress(n)
+        self._delivered(n)
 
     def _check_refusal(self, exc: OSError) -> None:
         # The kernel will not take this path for this pair, and nothing has

@@ -30,13 +30,14 @@ from . import _libc
 from ._endpoint import FdLike, file_position, push_tail
 from ._errors import annotate
 from ._pump import MAX_CALL, CopyRangePump, ProgressCallback, SendfilePump, _Pump
-from ._transfer import Transfer
+from ._transfer import KERNEL_MAX, Transfer
 
-_KERNEL_MAX = 2**63 - 1
 _S_ISREG = stat.S_ISREG
-_FILES = (io.BufferedWriter, io.FileIO)
+_DSTS = (socket.socket, io.BufferedWriter, io.FileIO)
 Dst = Union[socket.socket, io.BufferedWriter, io.FileIO]
-"""What :func:`at_once` writes to: a plain socket object or file object."""
+"""What :func:`at_once` writes to: a plain socket object or file object
+(exactly these types, :data:`_DSTS`: a subclass may do more in its write
+or have a TLS layer)."""
 
 
 class Rest(NamedTuple):
@@ -53,11 +54,7 @@ class Rest(NamedTuple):
 
 
 def _plain_int(value: int, low: int) -> bool:
-    return value.__class__ is int and low <= value <= _KERNEL_MAX
-
-
-def _less(count: int | None, moved: int) -> int | None:
-    return None if count is None else count - moved
+    return value.__class__ is int and low <= value <= KERNEL_MAX
 
 
 def at_once(
@@ -75,13 +72,12 @@ def at_once(
     Returns the bytes written when the transfer is complete; ``None``,
     having changed nothing (but perhaps flushed ``dst``, as the machinery
     would), when this is not that case (the machinery then does all of it);
-    a :class:`Rest` when bytes moved
-    and the socket would block or the copy came up short (the flags
-    restored, the file position just past them), or when the kernel
-    refused the path before a byte moved. Another error of the kernel's is
-    raised as the machinery would raise it; that and an exception raised
-    once bytes moved (``on_progress``'s, a signal's) carry ``.transferred``,
-    with the flags restored and the position set.
+    a :class:`Rest` when bytes moved and the socket would block or the copy
+    came up short (the flags restored, the file position just past them),
+    or when the kernel refused the path before a byte moved. Another error
+    of the kernel's is raised as the machinery would raise it; that and an
+    exception raised once bytes moved (``on_progress``'s, a signal's) carry
+    ``.transferred``, with the flags restored and the position set.
     """
     buffered = type(src) is io.BufferedReader
     if type(src) is int:
@@ -98,8 +94,10 @@ def at_once(
     if (
         (count is not None and not _plain_int(count, 1))
         or (offset is not None and not _plain_int(offset, 0))
-        or (timeout is not None and timeout.__class__ not in (int, float))
-        or (timeout is not None and not timeout >= 0)  # negative or NaN
+        or (
+            timeout is not None
+            and (timeout.__class__ not in (int, float) or not timeout >= 0)
+        )  # not a number, negative or NaN
     ):
         return None
     try:
@@ -163,11 +161,12 @@ def at_once(
                 moved += n
                 if on_progress is not None:
                     on_progress(n)
-            if n != 0:
-                return Rest(moved, start + moved, _less(count, moved))
-        elif n < ask:
-            return Rest(moved, start + moved, _less(count, moved))
-        return moved
+            done = n == 0
+        else:
+            done = n == ask
+        if done:
+            return moved
+        return Rest(moved, start + moved, None if count is None else count - moved)
     except BaseException as exc:
         annotate(exc, moved)
         raise
@@ -216,7 +215,7 @@ def begin(
     """A transfer :func:`at_once` where it can: the bytes written when that
     finished it, else the :class:`Transfer` that the drivers run (the whole
     transfer, or what is left of it)."""
-    if type(dst) is socket.socket or type(dst) in _FILES:
+    if type(dst) in _DSTS:
         done = at_once(src, dst, timeout, count, offset, on_progress)  # type: ignore[arg-type]
         if isinstance(done, int):
             return done

@@ -14,13 +14,13 @@ import errno
 from collections.abc import Generator
 from typing import TypeVar
 
-from ._endpoint import FILE, PIPE, SOCKET, Endpoint, FdLike, SourcePosition
+from ._endpoint import FILE, PIPE, Endpoint, FdLike, SourcePosition
 from ._errors import SpliceUnsupported, annotate
 from ._paths import kernel_path
 from ._pump import CopyPump, Job, ProgressCallback, _Pump
 from ._waiters import Wait, check_timeout
 
-_KERNEL_MAX = 2**63 - 1
+KERNEL_MAX = 2**63 - 1
 """The largest offset or count the kernel takes (``loff_t``)."""
 
 
@@ -31,7 +31,7 @@ def _check_count(name: str, value: int | None) -> None:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < 0:
         raise ValueError(f"{name} must not be negative, got {value!r}")
-    if value > _KERNEL_MAX:
+    if value > KERNEL_MAX:
         raise ValueError(f"{name} must be at most 2**63 - 1, got {value!r}")
 
 
@@ -79,7 +79,6 @@ class Transfer:
         self.count = count
         self.offset = offset
         self.on_progress = on_progress
-        self.fallback = fallback
         self.moved = moved
         """Bytes already in ``dst`` (written at once by :mod:`bytepump._quick`
         before ``dst`` filled up): counted in the result and ``.transferred``."""
@@ -104,17 +103,14 @@ class Transfer:
     def finish(self, transferred: int) -> None:
         """Settle the source position, put the tail of a TCP stream on the
         wire, and restore the caller's flags."""
-        src, dst = self.src, self.dst
         try:
             if self.position is not None:
                 self.position.settle(transferred)
-            if transferred and dst.kind == SOCKET:
-                dst.push_tail()
+            if transferred:
+                self.dst.push_tail()
         finally:
-            if src.nonblocking_set:
-                src.restore()
-            if dst.nonblocking_set:
-                dst.restore()
+            self.src.restore()
+            self.dst.restore()
 
 
 T = TypeVar("T")
